@@ -1,0 +1,159 @@
+"""Encoding events to Kafka-shaped records and back (CloudEvents Kafka binding, binary mode).
+
+A record is ``key`` (the aggregate id, UTF-8), ``value`` (the event's own data as JSON) and
+``headers`` (a list, never a tuple: OpenTelemetry's aiokafka instrumentation skips tuples):
+
+    ce_specversion  "1.0"
+    ce_id           event_id
+    ce_type         wire name (orders.OrderPlaced)
+    ce_source       publishing context
+    ce_time         occurred_at, RFC 3339
+    ce_subject      aggregate_id
+    ce_dataversion  schema version (extension attribute)
+    ce_correlationid, ce_causationid   when set (extension attributes)
+    content-type    application/json
+    traceparent     when set (W3C trace context)
+
+The outbox stores exactly these bytes, encoded once at write time, so the relay never re-encodes.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from .errors import DecodeError, EventTooLargeError, UnknownEventError, UpcastError
+from .events import DomainEvent
+from .registry import EventRegistry
+
+Headers = list[tuple[str, bytes]]
+
+DEFAULT_MAX_EVENT_BYTES = 256 * 1024
+CONTENT_TYPE = b"application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedEvent:
+    """An event as bytes, ready for the outbox and for Kafka."""
+
+    event_id: uuid.UUID
+    event_type: str
+    version: int
+    context: str
+    key: bytes
+    value: bytes
+    headers: Headers
+
+    @property
+    def size(self) -> int:
+        """Bytes this record takes on the wire (key + value + headers)."""
+        return len(self.key) + len(self.value) + sum(len(k) + len(v) for k, v in self.headers)
+
+
+def encode(event: DomainEvent, *, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> EncodedEvent:
+    """Encode ``event``; raise EventTooLargeError when the record exceeds ``max_bytes``.
+
+    The event's ``source`` must be set (the engine sets it at publish time).
+    """
+    value = json.dumps(event.data(), separators=(",", ":"), ensure_ascii=False).encode()
+    headers: Headers = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", str(event.event_id).encode()),
+        ("ce_type", event.event_name.encode()),
+        ("ce_source", (event.source or "").encode()),
+        ("ce_time", event.occurred_at.isoformat().encode()),
+        ("ce_subject", event.aggregate_id.encode()),
+        ("ce_dataversion", str(event.event_version).encode()),
+        ("content-type", CONTENT_TYPE),
+    ]
+    if event.correlation_id is not None:
+        headers.append(("ce_correlationid", str(event.correlation_id).encode()))
+    if event.causation_id is not None:
+        headers.append(("ce_causationid", str(event.causation_id).encode()))
+    if event.traceparent:
+        headers.append(("traceparent", event.traceparent.encode()))
+    record = EncodedEvent(
+        event_id=event.event_id,
+        event_type=event.event_name,
+        version=event.event_version,
+        context=event.source or "",
+        key=event.aggregate_id.encode(),
+        value=value,
+        headers=headers,
+    )
+    if record.size > max_bytes:
+        raise EventTooLargeError(event.event_name, str(event.event_id), record.size, max_bytes)
+    return record
+
+
+def encode_headers(headers: Headers) -> bytes:
+    """Pack headers into one bytes value for storage (JSON object of latin-1 strings)."""
+    return json.dumps([[k, v.decode("latin-1")] for k, v in headers], separators=(",", ":")).encode()
+
+
+def decode_headers(blob: bytes) -> Headers:
+    """Inverse of encode_headers; returns a list (never a tuple)."""
+    return [(k, v.encode("latin-1")) for k, v in json.loads(blob)]
+
+
+def _header_map(headers: Any) -> dict[str, bytes]:
+    result: dict[str, bytes] = {}
+    for item in headers or ():
+        name, raw = item
+        result[str(name)] = bytes(raw) if raw is not None else b""
+    return result
+
+
+def decode(registry: EventRegistry, key: bytes | None, value: bytes | None, headers: Any) -> DomainEvent:
+    """Turn a record back into an event, upcasting older versions.
+
+    Raises DecodeError with a reason tag for every malformed input; never anything else.
+    """
+    found = _header_map(headers)
+
+    def header(name: str) -> str:
+        raw = found.get(name)
+        if raw is None:
+            raise DecodeError("missing-event-id" if name == "ce_id" else "missing-header", f"header {name!r} is missing")
+        return raw.decode("utf-8", errors="strict")
+
+    try:
+        event_type = header("ce_type")
+        event_id = header("ce_id")
+        version = int(found.get("ce_dataversion", b"1").decode())
+    except DecodeError:
+        raise
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise DecodeError("bad-header", f"unreadable CloudEvents header: {exc}") from exc
+    try:
+        data = json.loads(value or b"")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DecodeError("bad-json", f"value of {event_type} {event_id} is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise DecodeError("bad-json", f"value of {event_type} {event_id} is not a JSON object")
+    try:
+        event_class, data = registry.upcast(event_type, version, data)
+    except UnknownEventError as exc:
+        reason = "unknown-version" if event_type in {e.event_name for e in registry.events()} else "unknown-type"
+        raise DecodeError(reason, str(exc)) from exc
+    except UpcastError as exc:
+        raise DecodeError("unknown-version", str(exc)) from exc
+    envelope: dict[str, Any] = {
+        "event_id": event_id,
+        "occurred_at": found.get("ce_time", b"").decode() or None,
+        "aggregate_id": (key or b"").decode() or found.get("ce_subject", b"").decode(),
+        "source": found.get("ce_source", b"").decode() or None,
+        "correlation_id": found.get("ce_correlationid", b"").decode() or None,
+        "causation_id": found.get("ce_causationid", b"").decode() or None,
+        "traceparent": found.get("traceparent", b"").decode() or None,
+    }
+    if envelope["occurred_at"] is None:
+        envelope.pop("occurred_at")
+    try:
+        return event_class.model_validate({**data, **envelope})
+    except ValidationError as exc:
+        raise DecodeError("schema-mismatch", f"{event_type} v{version} {event_id}: {exc}") from exc

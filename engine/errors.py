@@ -1,0 +1,158 @@
+"""Errors raised by the engine.
+
+    EngineError
+    ├── EventDefinitionError      an event class is declared wrongly (missing wire name, bad version)
+    ├── RegistryError
+    │   ├── DuplicateEventError   two classes claim one (name, version)
+    │   ├── EventNameError        a wire name does not read as a past-tense fact (strict mode)
+    │   └── UnknownEventError     no class is registered for a (name, version)
+    ├── UpcastError               an upcaster chain is broken or an upcaster failed
+    ├── DecodeError               bytes or headers cannot be turned back into an event
+    ├── EventTooLargeError        an encoded event is over the configured size limit
+    ├── ContextError
+    │   ├── UnknownContextError   a context name is not registered
+    │   ├── OwnershipError        a context publishes an event it does not own
+    │   └── BoundaryViolationError a context imports another context's internals
+    ├── HandlerError              a handler is declared wrongly (duplicate durable name, bad signature)
+    ├── TransactionError          publish called outside a transaction, or on a closed one
+    ├── BridgeError               the sync bridge is used from the wrong thread or after shutdown
+    ├── BusClosedError            the bus is not running, or is shutting down
+    └── SettingsError             settings are invalid (unknown context, unknown mode)
+
+Every class carries what went wrong as attributes, so callers never parse messages.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class EngineError(Exception):
+    """Root of every error the engine raises."""
+
+    retriable: ClassVar[bool] = False
+
+
+class EventDefinitionError(EngineError, TypeError):
+    """Raised at class creation when a DomainEvent subclass is declared wrongly."""
+
+
+class RegistryError(EngineError):
+    """Root of registry errors."""
+
+
+class DuplicateEventError(RegistryError):
+    """Raised by EventRegistry.register when (name, version) is already taken by another class."""
+
+    def __init__(self, name: str, version: int, existing: type, new: type) -> None:
+        self.name, self.version = name, version
+        super().__init__(
+            f"event {name!r} version {version} is already registered by "
+            f"{existing.__module__}.{existing.__qualname__}; "
+            f"{new.__module__}.{new.__qualname__} must use another name or version"
+        )
+
+
+class EventNameError(RegistryError):
+    """Raised by EventRegistry.register in strict mode when a name reads as a command."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(
+            f"event name {name!r} does not read as a past-tense fact; "
+            "name events after what happened (OrderPlaced, PaymentAuthorized), "
+            "commands are imperatives (PlaceOrder)"
+        )
+
+
+class UnknownEventError(RegistryError):
+    """Raised by EventRegistry.resolve when no class is registered for (name, version)."""
+
+    def __init__(self, name: str, version: int | None) -> None:
+        self.name, self.version = name, version
+        which = f"{name!r}" if version is None else f"{name!r} version {version}"
+        super().__init__(f"no event class is registered for {which}")
+
+
+class UpcastError(RegistryError):
+    """Raised when an older event version cannot be upcast to a registered one."""
+
+    def __init__(self, name: str, version: int, reason: str) -> None:
+        self.name, self.version = name, version
+        super().__init__(f"cannot upcast {name!r} version {version}: {reason}")
+
+
+class DecodeError(EngineError):
+    """Raised by the codec when a record cannot be turned back into an event.
+
+    `reason` is a short machine-readable tag (bad-json, unknown-type, unknown-version,
+    missing-event-id, schema-mismatch, missing-header).
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason, self.detail = reason, detail
+        super().__init__(f"{reason}: {detail}")
+
+
+class EventTooLargeError(EngineError, ValueError):
+    """Raised at publish time, before anything is written, when an event is over the limit."""
+
+    def __init__(self, event_type: str, event_id: str, size: int, limit: int) -> None:
+        self.event_type, self.event_id, self.size, self.limit = event_type, event_id, size, limit
+        super().__init__(
+            f"event {event_type} ({event_id}) encodes to {size} bytes, over the limit of "
+            f"{limit} bytes; store large data elsewhere and publish a reference to it, "
+            "or raise EVENTSEAM_MAX_EVENT_BYTES"
+        )
+
+
+class ContextError(EngineError):
+    """Root of bounded-context errors."""
+
+
+class UnknownContextError(ContextError, KeyError):
+    """Raised when a context name is not registered."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name, self.known = name, known
+        super().__init__(f"unknown context {name!r}; known contexts: {', '.join(known) or 'none'}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class OwnershipError(ContextError):
+    """Raised when a context publishes an event type that another context (or none) owns."""
+
+    def __init__(self, context: str, event_type: str, owner: str | None) -> None:
+        self.context, self.event_type, self.owner = context, event_type, owner
+        by = f"it is owned by {owner!r}" if owner else "no context owns it"
+        super().__init__(f"context {context!r} cannot publish {event_type}: {by}")
+
+
+class BoundaryViolationError(ContextError):
+    """Raised by the boundary check when contexts import each other's internals."""
+
+    def __init__(self, violations: list[str]) -> None:
+        self.violations = violations
+        super().__init__("context boundary violations:\n  " + "\n  ".join(violations))
+
+
+class HandlerError(EngineError):
+    """Raised when a handler is declared wrongly (duplicate durable name, bad signature)."""
+
+
+class TransactionError(EngineError):
+    """Raised when publish is called outside an open transaction."""
+
+
+class BridgeError(EngineError):
+    """Raised by the sync bridge when called from the event-loop thread or after shutdown."""
+
+
+class BusClosedError(EngineError):
+    """Raised when events are handed to a bus that is not running or is shutting down."""
+
+
+class SettingsError(EngineError, ValueError):
+    """Raised when settings name an unknown context or mode, or are otherwise invalid."""

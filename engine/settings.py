@@ -1,0 +1,170 @@
+"""Settings: one frozen pydantic-settings model, read once, passed to constructors.
+
+Sources, lowest to highest precedence: defaults, a TOML file (``EVENTSEAM_CONFIG_FILE``, or
+``eventseam.toml`` in the working directory when it exists), ``EVENTSEAM_*`` environment
+variables (``__`` nests: ``EVENTSEAM_KAFKA__BOOTSTRAP_SERVERS``, ``EVENTSEAM_CONTEXTS__ORDERS=dual``),
+then init values (Django ``settings.EVENTSEAM``, Flask ``app.config``) passed to ``load_settings``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from .modes import Mode
+
+ENV_PREFIX = "EVENTSEAM_"
+CONFIG_FILE_ENV = "EVENTSEAM_CONFIG_FILE"
+DEFAULT_CONFIG_FILE = "eventseam.toml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class BusSettings(_Section):
+    """In-memory bus: retries with exponential backoff, then a dead letter."""
+
+    max_attempts: int = Field(3, ge=1, description="attempts per handler before dead-lettering")
+    backoff_initial: float = Field(0.05, gt=0, description="seconds before the first retry")
+    backoff_max: float = Field(5.0, gt=0, description="cap on the delay between retries")
+    buffer_size: int = Field(10_000, ge=1, description="events buffered per handler (backpressure beyond)")
+    drain_timeout: float = Field(30.0, gt=0, description="seconds shutdown waits for in-flight dispatch")
+
+
+class KafkaSettings(_Section):
+    """Connection to Kafka, shared by the relay and the consumer workers."""
+
+    bootstrap_servers: str | None = Field(None, description="host:port[,host:port]; unset = bundled broker where allowed")
+    client_id: str = "eventseam"
+    enable_idempotence: Literal["auto", "on", "off"] = "auto"
+    acks: Literal["all", "1", "0"] = "all"
+    linger_ms: int = Field(5, ge=0)
+    max_batch_size: int = Field(1_048_576, ge=1024, description="producer batch size in bytes")
+    max_request_size: int = Field(1_048_576, ge=1024)
+    request_timeout_ms: int = Field(30_000, ge=1000)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_check_hostname: bool = True
+
+
+class TopicSettings(_Section):
+    """How a context's topic is created by the relay."""
+
+    partitions: int = Field(6, ge=1)
+    replication_factor: int = Field(1, ge=1)
+    retention_ms: int | None = Field(None, description="topic retention.ms; None keeps the broker default")
+
+
+class RelaySettings(_Section):
+    """Outbox relay worker."""
+
+    batch_size: int = Field(500, ge=1)
+    poll_interval: float = Field(0.1, gt=0, description="seconds between polls when idle (LISTEN/NOTIFY wakes earlier)")
+    max_attempts: int = Field(10, ge=1, description="send attempts before a row is parked")
+    slots: int = Field(64, ge=1, description="aggregate-hash slots leased among relay processes")
+    lease_seconds: float = Field(10.0, gt=0, description="a dead relay's slots move on after this")
+    backoff_initial: float = Field(0.2, gt=0)
+    backoff_max: float = Field(30.0, gt=0)
+    retention_seconds: float = Field(0.0, ge=0, description="keep published rows this long for replay; 0 deletes at once")
+    purge_batch: int = Field(5_000, ge=1)
+    topic_template: str = Field("{prefix}{context}", description="topic name; fields: prefix, context, event_type")
+    topic_prefix: str = Field("eventseam.", description="prepended to every topic name")
+
+
+class EventSeamSettings(BaseSettings):
+    """Every setting of eventseam. Frozen: read once at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    database_url: str = Field("sqlite:///eventseam.db", description="SQLAlchemy URL of the outbox database")
+    max_event_bytes: int = Field(256 * 1024, ge=1024, description="size guard at publish time")
+    strict_names: bool = Field(False, description="an event name that reads as a command is an error, not a warning")
+    flag_refresh_seconds: float = Field(2.0, gt=0, description="how often runtime flags are re-read")
+    contexts: dict[str, Mode] = Field(default_factory=dict, description="mode per context (local, dual, broker)")
+    topics: dict[str, TopicSettings] = Field(default_factory=dict, description="topic settings per context")
+    bus: BusSettings = BusSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    relay: RelaySettings = RelaySettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_path = _config_file()
+        if toml_path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        sources.append(file_secret_settings)
+        return tuple(sources)
+
+    def mode_of(self, context: str) -> Mode:
+        """The configured mode of ``context`` (LOCAL when not configured)."""
+        return self.contexts.get(context, Mode.LOCAL)
+
+    def topic_settings(self, context: str) -> TopicSettings:
+        """Topic settings of ``context`` (defaults when not configured)."""
+        return self.topics.get(context, TopicSettings())
+
+
+def _config_file() -> Path | None:
+    explicit = os.environ.get(CONFIG_FILE_ENV)
+    if explicit:
+        return Path(explicit)
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.is_file() else None
+
+
+def load_settings(**overrides: Any) -> EventSeamSettings:
+    """Read settings from every source; ``overrides`` (framework settings) win."""
+    return EventSeamSettings(**overrides)
+
+
+def known_env_names(model: type[BaseModel] = EventSeamSettings, prefix: str = ENV_PREFIX) -> set[str]:
+    """Every ``EVENTSEAM_*`` variable name the model understands (dict fields end in ``__``)."""
+    names: set[str] = {CONFIG_FILE_ENV}
+    for field_name, info in model.model_fields.items():
+        name = f"{prefix}{field_name.upper()}"
+        names.add(name)
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names |= known_env_names(annotation, f"{name}__")
+        elif getattr(annotation, "__origin__", None) is dict:
+            names.add(f"{name}__")
+    return names
+
+
+def unknown_env_vars(environ: dict[str, str] | None = None) -> list[str]:
+    """``EVENTSEAM_*`` variables that no setting reads (pydantic-settings ignores them silently)."""
+    environ = dict(os.environ if environ is None else environ)
+    known = known_env_names()
+    prefixes = tuple(n for n in known if n.endswith("__"))
+    unknown = []
+    for name in environ:
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in known:
+            continue
+        if upper.startswith(prefixes):
+            continue
+        unknown.append(name)
+    return sorted(unknown)
