@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -44,6 +45,8 @@ class EncodedEvent:
     event_type: str
     version: int
     context: str
+    aggregate_id: str
+    occurred_at: datetime
     key: bytes
     value: bytes
     headers: Headers
@@ -81,6 +84,8 @@ def encode(event: DomainEvent, *, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> E
         event_type=event.event_name,
         version=event.event_version,
         context=event.source or "",
+        aggregate_id=event.aggregate_id,
+        occurred_at=event.occurred_at,
         key=event.aggregate_id.encode(),
         value=value,
         headers=headers,

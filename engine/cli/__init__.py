@@ -1,0 +1,53 @@
+"""The ``eventseam`` command line. Each command group lives in its own module, loaded lazily."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+#: command name -> "module:attribute" of its click command or group.
+COMMANDS: dict[str, str] = {
+    "config": "engine.cli.config:config",
+    "check": "engine.cli.check:check",
+    "db": "engine.cli.db:db",
+    "relay": "engine.cli.relay:relay",
+    "outbox": "engine.cli.outbox:outbox",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported only when used."""
+
+    def __init__(self, *args: object, lazy: dict[str, str], **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = self._lazy.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        module_name, attribute = target.split(":")
+        command = getattr(importlib.import_module(module_name), attribute)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{target} is not a click command")
+        return command
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS)
+@click.option(
+    "--app",
+    "app_path",
+    envvar="EVENTSEAM_APP",
+    default="app.bootstrap:bootstrap",
+    show_default=True,
+    help="module:function returning the application's EventSeam (its contexts and settings)",
+)
+@click.pass_context
+def main(ctx: click.Context, app_path: str) -> None:
+    """eventseam: in-process events, a transactional outbox and a relay to Kafka."""
+    ctx.ensure_object(dict)
+    ctx.obj["app_path"] = app_path

@@ -1,0 +1,62 @@
+"""Errors raised by the outbox writer, migrations and the relay.
+
+    OutboxError
+    ├── OutsideTransactionError   writer called on a session/connection with no open transaction
+    ├── MigrationError            the outbox schema cannot be created or upgraded
+    ├── TopicMismatchError        an existing topic differs from its configured partitions/settings
+    ├── PublishError              the broker refused or failed a send (``retriable`` says if it may pass)
+    │   └── PermanentPublishError  the row cannot be published as is (too large, unauthorized, ...)
+    └── RowNotFoundError          an operator command names an outbox row that does not exist
+
+Append new classes at the end; keep this tree up to date.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from engine.errors import EngineError, TransactionError
+
+
+class OutboxError(EngineError):
+    """Root of outbox errors."""
+
+
+class OutsideTransactionError(OutboxError, TransactionError):
+    """Raised by the writer when the session or connection has no open transaction."""
+
+
+class MigrationError(OutboxError):
+    """Raised by outbox.migrate when the schema cannot be created or upgraded."""
+
+
+class TopicMismatchError(OutboxError):
+    """Raised (or logged) by the relay when an existing topic differs from its settings."""
+
+    def __init__(self, topic: str, detail: str) -> None:
+        self.topic, self.detail = topic, detail
+        super().__init__(f"topic {topic!r} exists but differs from its settings: {detail}")
+
+
+class PublishError(OutboxError):
+    """Raised by a Publisher when a send failed; ``retriable`` says whether a retry may succeed."""
+
+    retriable: ClassVar[bool] = True
+
+    def __init__(self, topic: str, reason: str) -> None:
+        self.topic, self.reason = topic, reason
+        super().__init__(f"publishing to {topic!r} failed: {reason}")
+
+
+class PermanentPublishError(PublishError):
+    """A send that will fail again for the same row (too large, unauthorized, unserializable)."""
+
+    retriable: ClassVar[bool] = False
+
+
+class RowNotFoundError(OutboxError, LookupError):
+    """Raised by operator commands (parked retry/discard) for an id that is not in the outbox."""
+
+    def __init__(self, event_id: str) -> None:
+        self.event_id = event_id
+        super().__init__(f"no outbox row with id {event_id}")
