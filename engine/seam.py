@@ -1,0 +1,348 @@
+"""EventSeam: the facade a host application talks to.
+
+    seam = EventSeam(settings, [orders, payments, shipping], session_factory=Session)
+    with seam.transaction() as uow:                 # or seam.publish(your_session, ...)
+        uow.session.add(order)
+        uow.publish(OrderPlaced(aggregate_id=order.id, ...))
+    # committed: the outbox row is in the same transaction; handlers run after the commit
+
+Publish contract (``publish`` / ``publish_async``):
+
+1. The publishing context is ``context=`` (checked: it must own every event) or the owner of
+   each event's type; an unowned type raises OwnershipError.
+2. Each event is stamped with ``source`` (and ``traceparent`` when OpenTelemetry is installed and
+   a span is active) and encoded; every event is encoded before anything is written, so an
+   oversize one raises EventTooLargeError with nothing written.
+3. All records go to the outbox with ONE ``outbox.writer`` call on the caller's transaction,
+   which is never committed here (OutsideTransactionError without an open transaction).
+4. Events of contexts whose mode dispatches locally are held until that transaction commits
+   (see engine.unit_of_work) and then handed to the bus: ``publish_nowait`` on the bus's loop
+   thread; from any other thread through the loop's token, blocking until the bus took them
+   (backpressure; a thread running another event loop is blocked too). Handlers' follow-ups
+   never wait for room (``publish_nowait`` on the loop): a handler's worker cannot deadlock on
+   its own buffer. A rollback, or a rolled-back SAVEPOINT, drops them.
+
+After the commit nothing may raise: when the bus cannot take committed events (not started yet,
+closed, its loop gone) the error is logged as ``seam.delivery_failed`` and the events are kept
+in ``undelivered``; ``run`` hands them to the bus when it starts and ``redeliver_undelivered``
+retries on demand. Their outbox rows are committed as well (status ``local`` or ``pending``).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+import structlog
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import Session, scoped_session
+
+from outbox.writer import write, write_async
+
+from .bridge import SyncBridge, default_bridge
+from .bus import Bus
+from .codec import EncodedEvent, encode
+from .contexts import BoundedContext, ContextMap
+from .errors import (
+    BusClosedError,
+    OwnershipError,
+    SettingsError,
+    TransactionError,
+    UnknownContextError,
+)
+from .handler_context import current_handler, subscription_for
+from .registry import EventRegistry
+from .unit_of_work import UnitOfWork, hold_until_commit
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator, Sequence
+    from concurrent.futures import Future
+
+    from anyio.abc import TaskStatus
+    from sqlalchemy import Connection
+    from sqlalchemy.orm import sessionmaker
+
+    from .dead_letters import DeadLetterStore
+    from .events import DomainEvent
+    from .modes import Mode
+    from .settings import EventSeamSettings
+    from .types import Middleware
+
+_log = structlog.get_logger()
+
+
+@dataclass(frozen=True, slots=True)
+class _Loop:
+    """Where the bus runs: the loop's token and thread."""
+
+    token: anyio.lowlevel.EventLoopToken
+    thread: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """Events ready to write: records and modes for the outbox, stamped events to dispatch."""
+
+    records: list[EncodedEvent]
+    modes: list[Mode]
+    local: list[DomainEvent]
+
+
+class EventSeam:
+    """Publishes domain events through the outbox and dispatches them after commit.
+
+    ``publish`` and ``publish_async`` are thread safe (each on its own session or connection).
+    Like its Bus, an EventSeam runs once: ``run`` (or ``start_background``), then stop it.
+    """
+
+    def __init__(
+        self,
+        settings: EventSeamSettings,
+        contexts: Iterable[BoundedContext],
+        *,
+        registry: EventRegistry | None = None,
+        session_factory: sessionmaker[Session] | None = None,
+        bridge: SyncBridge | None = None,
+        dead_letters: DeadLetterStore | None = None,
+        middlewares: Sequence[Middleware] = (),
+    ) -> None:
+        self.settings = settings
+        self.contexts = ContextMap(contexts)
+        _check_settings(settings, self.contexts)
+        self.registry = (
+            registry if registry is not None else EventRegistry(strict=settings.strict_names)
+        )
+        self.registry.register_all(self.contexts.event_types())
+        self.session_factory = session_factory
+        self._bridge = bridge
+        subscriptions = [subscription_for(s, self, middlewares) for s in self.contexts.handlers()]
+        self.bus = Bus(subscriptions, settings.bus, dead_letters)
+        self._loop: _Loop | None = None
+        self._background: Future[None] | None = None
+        self._undelivered: list[DomainEvent] = []
+        self._undelivered_lock = threading.Lock()
+
+    @property
+    def bridge(self) -> SyncBridge:
+        """The bridge sync hosts use (the process-wide one unless given)."""
+        if self._bridge is None:
+            self._bridge = default_bridge()
+        return self._bridge
+
+    @property
+    def running(self) -> bool:
+        """True while the bus runs and accepts events."""
+        return self._loop is not None
+
+    def mode_of(self, context: str) -> Mode:
+        """The routing mode of ``context`` (from settings; LOCAL when not configured)."""
+        return self.settings.mode_of(context)
+
+    def check_publish(self, context: str, event_type: type[DomainEvent]) -> None:
+        """Raise UnknownContextError or OwnershipError unless ``context`` owns ``event_type``."""
+        self.contexts[context]  # raises UnknownContextError
+        self.contexts.check_publish(context, event_type)
+
+    # -- publishing -----------------------------------------------------------------------
+
+    def publish(
+        self,
+        target: Session | Connection | scoped_session[Session],
+        *events: DomainEvent,
+        context: str | None = None,
+    ) -> None:
+        """Write ``events`` to the outbox in ``target``'s open transaction; dispatch after commit.
+
+        Raises OwnershipError, EventTooLargeError or OutsideTransactionError with nothing written.
+        """
+        if not events:
+            return
+        if isinstance(target, scoped_session):
+            target = target()
+        prepared = self._prepare(events, context)
+        write(target, prepared.records, prepared.modes)
+        if prepared.local:
+            hold_until_commit(target, prepared.local, self._deliver)
+
+    async def publish_async(
+        self,
+        target: AsyncSession | AsyncConnection,
+        *events: DomainEvent,
+        context: str | None = None,
+    ) -> None:
+        """``publish`` for an AsyncSession or AsyncConnection (same contract)."""
+        if not events:
+            return
+        prepared = self._prepare(events, context)
+        await write_async(target, prepared.records, prepared.modes)
+        if prepared.local:
+            hold_until_commit(_sync_target(target), prepared.local, self._deliver)
+
+    @contextmanager
+    def transaction(self) -> Iterator[UnitOfWork]:
+        """A transaction on a new Session from ``session_factory``: commit on exit, else rollback."""
+        if self.session_factory is None:
+            raise TransactionError(
+                "EventSeam.transaction needs a session_factory: EventSeam(..., session_factory=sessionmaker(engine))"
+            )
+        with self.session_factory() as session, session.begin():
+            yield UnitOfWork(session, self.publish)
+
+    def _prepare(self, events: Sequence[DomainEvent], context: str | None) -> _Prepared:
+        traceparent = current_traceparent()
+        prepared = _Prepared([], [], [])
+        for event in events:
+            source = self._publishing_context(type(event), context)
+            mode = self.mode_of(source)
+            stamped = event.model_copy(
+                update={"source": source, "traceparent": event.traceparent or traceparent}
+            )
+            prepared.records.append(encode(stamped, max_bytes=self.settings.max_event_bytes))
+            prepared.modes.append(mode)
+            if mode.dispatches_locally:
+                prepared.local.append(stamped)
+        return prepared
+
+    def _publishing_context(self, event_type: type[DomainEvent], context: str | None) -> str:
+        if context is not None:
+            self.check_publish(context, event_type)
+            return context
+        owner = self.contexts.owner_of(event_type)
+        if owner is None:
+            raise OwnershipError(None, event_type.event_name, None)
+        return owner
+
+    # -- delivery after commit --------------------------------------------------------------
+
+    def _deliver(self, events: list[DomainEvent]) -> None:
+        """Hand committed events to the bus; never raises (keeps them in ``undelivered``)."""
+        try:
+            self._hand_over(events)
+        except Exception as exc:
+            with self._undelivered_lock:
+                self._undelivered.extend(events)
+            _log.error(
+                "seam.delivery_failed",
+                count=len(events),
+                event_ids=[str(e.event_id) for e in events],
+                error=repr(exc),
+                kept="EventSeam.undelivered",
+            )
+
+    def _hand_over(self, events: list[DomainEvent]) -> None:
+        loop = self._loop
+        if loop is None:
+            raise BusClosedError(
+                "the EventSeam's bus is not running; start it with `await seam.run()` "
+                "(TaskGroup.start) or `seam.start_background()`"
+            )
+        if threading.get_ident() == loop.thread:
+            self.bus.publish_nowait(*events)
+        elif current_handler() is not None:
+            # A handler's follow-ups never wait for buffer room: the worker that would make room
+            # may be the one waiting for this handler to return.
+            anyio.from_thread.run_sync(self.bus.publish_nowait, *events, token=loop.token)
+        else:
+            anyio.from_thread.run(self.bus.publish, *events, token=loop.token)
+
+    @property
+    def undelivered(self) -> list[DomainEvent]:
+        """Committed events the bus could not take yet, oldest first (a snapshot)."""
+        with self._undelivered_lock:
+            return list(self._undelivered)
+
+    async def redeliver_undelivered(self) -> int:
+        """Hand ``undelivered`` events to the running bus (on its loop); return how many."""
+        with self._undelivered_lock:
+            events, self._undelivered = self._undelivered, []
+        try:
+            await self.bus.publish(*events)
+        except BaseException:
+            with self._undelivered_lock:
+                self._undelivered[:0] = events
+            raise
+        return len(events)
+
+    # -- running --------------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run the bus until ``aclose``/``stop``; start it with ``TaskGroup.start``."""
+        try:
+            async with anyio.create_task_group() as group:
+                await group.start(self.bus.run)
+                self._loop = _Loop(anyio.lowlevel.current_token(), threading.get_ident())
+                await self.redeliver_undelivered()
+                task_status.started()
+        finally:
+            self._loop = None
+
+    async def join(self) -> None:
+        """Return when every event handed to the bus so far was handled or dead-lettered."""
+        await self.bus.join()
+
+    async def aclose(self) -> None:
+        """Stop the bus: drain (up to ``bus.drain_timeout``), then stop its workers."""
+        await self.bus.aclose()
+
+    def start_background(self) -> None:
+        """Sync hosts: run the bus inside the bridge's portal; returns once it accepts events.
+
+        Call it in each worker process after the server forked, never in a pre-fork master.
+        """
+        if self._background is not None:
+            raise BusClosedError("this EventSeam was already started; an EventSeam runs once")
+        self._background, _ = self.bridge.start_task(self.run, name="eventseam.seam")
+
+    def stop(self) -> None:
+        """Sync hosts: close the bus started by ``start_background`` (drains) and wait for it."""
+        future, self._background = self._background, None
+        if future is None or future.done():
+            return
+        self.bridge.call(self.bus.aclose)
+        future.result()
+
+
+def _sync_target(target: AsyncSession | AsyncConnection) -> Session | Connection:
+    if isinstance(target, AsyncSession):
+        return target.sync_session
+    if target.sync_connection is None:
+        raise TransactionError("the AsyncConnection is not connected")
+    return target.sync_connection
+
+
+def _check_settings(settings: EventSeamSettings, contexts: ContextMap) -> None:
+    """Raise SettingsError when per-context settings name a context that does not exist."""
+    for section in ("contexts", "topics"):
+        unknown = sorted(set(getattr(settings, section)) - set(contexts.names()))
+        if unknown:
+            raise SettingsError(
+                f"settings.{section} names unknown context(s) {', '.join(map(repr, unknown))}; "
+                f"known contexts: {', '.join(contexts.names()) or 'none'}"
+            ) from UnknownContextError(unknown[0], contexts.names())
+
+
+@functools.cache
+def _otel_inject() -> Callable[[dict[str, str]], None] | None:
+    try:
+        propagate = importlib.import_module("opentelemetry.propagate")
+    except ImportError:
+        return None
+    inject: Callable[[dict[str, str]], None] = propagate.inject
+    return inject
+
+
+def current_traceparent() -> str | None:
+    """The W3C traceparent of the active OpenTelemetry span; None without one (or without OTel)."""
+    inject = _otel_inject()
+    if inject is None:
+        return None
+    carrier: dict[str, str] = {}
+    inject(carrier)
+    return carrier.get("traceparent")
