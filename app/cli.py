@@ -1,0 +1,52 @@
+"""The example monolith's command line: ``python -m app demo [--orders N] [--database PATH]``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import anyio
+import click
+import structlog
+from rich.console import Console
+
+from app.demo import DEFAULT_DATABASE, run_demo
+
+#: Output width when stdout is not a terminal (rich would use 80 columns).
+PIPED_WIDTH = 120
+
+
+@click.group()
+def main() -> None:
+    """The example monolith (orders, payments, shipping) built on eventseam."""
+
+
+@main.command()
+@click.option(
+    "--orders",
+    "orders",
+    type=click.IntRange(min=1, max=10_000),
+    default=12,
+    show_default=True,
+    help="how many orders to place",
+)
+@click.option(
+    "--database",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_DATABASE,
+    show_default=True,
+    help="SQLite file to use; deleted and recreated on every run",
+)
+def demo(orders: int, database: Path) -> None:
+    """Place orders, let the contexts react through events, check every order's final state."""
+    _quiet_logging()
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console.width = PIPED_WIDTH
+    status = anyio.run(run_demo, orders, database, console)
+    raise SystemExit(status)
+
+
+def _quiet_logging() -> None:
+    """The demo prints its own report: show only warnings and errors from structlog."""
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
