@@ -20,16 +20,19 @@ The outbox stores exactly these bytes, encoded once at write time, so the relay 
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from .errors import DecodeError, EventTooLargeError, UnknownEventError, UpcastError
-from .events import DomainEvent
-from .registry import EventRegistry
+
+if TYPE_CHECKING:
+    import uuid
+    from datetime import datetime
+
+    from .events import DomainEvent
+    from .registry import EventRegistry
 
 Headers = list[tuple[str, bytes]]
 
@@ -97,7 +100,9 @@ def encode(event: DomainEvent, *, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> E
 
 def encode_headers(headers: Headers) -> bytes:
     """Pack headers into one bytes value for storage (JSON object of latin-1 strings)."""
-    return json.dumps([[k, v.decode("latin-1")] for k, v in headers], separators=(",", ":")).encode()
+    return json.dumps(
+        [[k, v.decode("latin-1")] for k, v in headers], separators=(",", ":")
+    ).encode()
 
 
 def decode_headers(blob: bytes) -> Headers:
@@ -113,7 +118,9 @@ def _header_map(headers: Any) -> dict[str, bytes]:
     return result
 
 
-def decode(registry: EventRegistry, key: bytes | None, value: bytes | None, headers: Any) -> DomainEvent:
+def decode(
+    registry: EventRegistry, key: bytes | None, value: bytes | None, headers: Any
+) -> DomainEvent:
     """Turn a record back into an event, upcasting older versions.
 
     Raises DecodeError with a reason tag for every malformed input; never anything else.
@@ -123,7 +130,10 @@ def decode(registry: EventRegistry, key: bytes | None, value: bytes | None, head
     def header(name: str) -> str:
         raw = found.get(name)
         if raw is None:
-            raise DecodeError("missing-event-id" if name == "ce_id" else "missing-header", f"header {name!r} is missing")
+            raise DecodeError(
+                "missing-event-id" if name == "ce_id" else "missing-header",
+                f"header {name!r} is missing",
+            )
         return raw.decode("utf-8", errors="strict")
 
     try:
@@ -137,13 +147,19 @@ def decode(registry: EventRegistry, key: bytes | None, value: bytes | None, head
     try:
         data = json.loads(value or b"")
     except (ValueError, UnicodeDecodeError) as exc:
-        raise DecodeError("bad-json", f"value of {event_type} {event_id} is not JSON: {exc}") from exc
+        raise DecodeError(
+            "bad-json", f"value of {event_type} {event_id} is not JSON: {exc}"
+        ) from exc
     if not isinstance(data, dict):
         raise DecodeError("bad-json", f"value of {event_type} {event_id} is not a JSON object")
     try:
         event_class, data = registry.upcast(event_type, version, data)
     except UnknownEventError as exc:
-        reason = "unknown-version" if event_type in {e.event_name for e in registry.events()} else "unknown-type"
+        reason = (
+            "unknown-version"
+            if event_type in {e.event_name for e in registry.events()}
+            else "unknown-type"
+        )
         raise DecodeError(reason, str(exc)) from exc
     except UpcastError as exc:
         raise DecodeError("unknown-version", str(exc)) from exc
@@ -158,6 +174,8 @@ def decode(registry: EventRegistry, key: bytes | None, value: bytes | None, head
     }
     if envelope["occurred_at"] is None:
         envelope.pop("occurred_at")
+    known = event_class.model_fields
+    data = {name: value for name, value in data.items() if name in known}
     try:
         return event_class.model_validate({**data, **envelope})
     except ValidationError as exc:

@@ -16,10 +16,12 @@ import inspect
 import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import HandlerError, OwnershipError, UnknownContextError
-from .events import DomainEvent
+
+if TYPE_CHECKING:
+    from .events import DomainEvent
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -66,7 +68,9 @@ class BoundedContext:
         self.owns = tuple(self.owns)
         for event_type in self.owns:
             if event_type.is_abstract():
-                raise HandlerError(f"context {self.name!r} cannot own abstract event {event_type.__qualname__}")
+                raise HandlerError(
+                    f"context {self.name!r} cannot own abstract event {event_type.__qualname__}"
+                )
 
     def owns_event(self, event_type: type[DomainEvent]) -> bool:
         """True when this context may publish ``event_type``."""
@@ -75,14 +79,18 @@ class BoundedContext:
     def handler(self, *event_types: type[DomainEvent], name: str) -> Callable[[F], F]:
         """Decorator: subscribe the function to ``event_types`` under the durable ``name``."""
         if not event_types:
-            raise HandlerError(f"{self.name}.{name}: a handler subscribes to at least one event type")
+            raise HandlerError(
+                f"{self.name}.{name}: a handler subscribes to at least one event type"
+            )
         if not _NAME.match(name):
             raise HandlerError(f"handler name {name!r} must be lower_snake_case")
         full_name = f"{self.name}.{name}"
 
         def decorate(function: F) -> F:
             if any(spec.name == full_name for spec in self.handlers):
-                raise HandlerError(f"handler {full_name!r} is declared twice; durable names are unique")
+                raise HandlerError(
+                    f"handler {full_name!r} is declared twice; durable names are unique"
+                )
             self.handlers.append(
                 HandlerSpec(
                     name=full_name,

@@ -124,10 +124,15 @@ class UnknownContextError(ContextError, KeyError):
 class OwnershipError(ContextError):
     """Raised when a context publishes an event type that another context (or none) owns."""
 
-    def __init__(self, context: str, event_type: str, owner: str | None) -> None:
+    def __init__(self, context: str | None, event_type: str, owner: str | None) -> None:
         self.context, self.event_type, self.owner = context, event_type, owner
-        by = f"it is owned by {owner!r}" if owner else "no context owns it"
-        super().__init__(f"context {context!r} cannot publish {event_type}: {by}")
+        by = (
+            f"it is owned by {owner!r}"
+            if owner
+            else "no context owns it; add it to a context's owns=[...]"
+        )
+        who = f"context {context!r}" if context else "no context"
+        super().__init__(f"{who} cannot publish {event_type}: {by}")
 
 
 class BoundaryViolationError(ContextError):

@@ -9,9 +9,9 @@ Declare an event with its wire name and schema version as class keywords::
 The wire name never comes from the module path, so renaming or moving the class keeps it.
 A subclass declared without ``name`` is an abstract base: it cannot be instantiated.
 
-Content-model policy: event schemas are *open for readers* (unknown fields in incoming data are
-ignored, so a newer producer never breaks an older consumer) and *closed for writers* (the model
-rejects construction with fields it does not declare). Versions evolve by adding optional fields;
+Content-model policy: event schemas are *open for readers* (``engine.codec.decode`` drops fields
+it does not know, so a newer producer never breaks an older consumer) and *closed for writers* (the
+model rejects construction with fields it does not declare, so a typo never vanishes silently). Versions evolve by adding optional fields;
 fields are never renamed or removed (add a new version and an upcaster instead).
 """
 
@@ -60,7 +60,7 @@ class DomainEvent(BaseModel):
     context, captured at publish time). Everything else is the event's data.
     """
 
-    model_config = ConfigDict(frozen=True, extra="ignore", validate_default=False)
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=False)
 
     event_name: ClassVar[str] = ""
     event_version: ClassVar[int] = 0
@@ -79,9 +79,13 @@ class DomainEvent(BaseModel):
             cls.event_name, cls.event_version = "", 0
             return
         if not isinstance(name, str) or not name.strip() or name != name.strip():
-            raise EventDefinitionError(f"{cls.__qualname__}: the wire name must be a non-empty string without surrounding spaces")
+            raise EventDefinitionError(
+                f"{cls.__qualname__}: the wire name must be a non-empty string without surrounding spaces"
+            )
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-            raise EventDefinitionError(f"{cls.__qualname__}: version must be an integer >= 1, got {version!r}")
+            raise EventDefinitionError(
+                f"{cls.__qualname__}: version must be an integer >= 1, got {version!r}"
+            )
         cls.event_name, cls.event_version = name, version
 
     def __init__(self, /, **data: Any) -> None:
@@ -104,7 +108,7 @@ class DomainEvent(BaseModel):
 
     def data(self) -> dict[str, Any]:
         """The event's own fields (no envelope), in JSON-compatible form."""
-        return self.model_dump(mode="json", exclude=ENVELOPE_FIELDS)
+        return self.model_dump(mode="json", exclude=set(ENVELOPE_FIELDS))
 
     def caused(self, follow_up: E) -> E:
         """Return ``follow_up`` stamped as caused by this event (same correlation id)."""

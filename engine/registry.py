@@ -6,7 +6,13 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from .errors import DuplicateEventError, EventDefinitionError, EventNameError, UnknownEventError, UpcastError
+from .errors import (
+    DuplicateEventError,
+    EventDefinitionError,
+    EventNameError,
+    UnknownEventError,
+    UpcastError,
+)
 from .events import DomainEvent
 from .naming import reads_as_past_tense
 
@@ -43,7 +49,9 @@ class EventRegistry:
         if not isinstance(event_type, type) or not issubclass(event_type, DomainEvent):
             raise EventDefinitionError(f"{event_type!r} is not a DomainEvent subclass")
         if event_type.is_abstract():
-            raise EventDefinitionError(f"{event_type.__qualname__} has no wire name and cannot be registered")
+            raise EventDefinitionError(
+                f"{event_type.__qualname__} has no wire name and cannot be registered"
+            )
         key = (event_type.event_name, event_type.event_version)
         existing = self._classes.get(key)
         if existing is event_type:
@@ -53,7 +61,9 @@ class EventRegistry:
         if not reads_as_past_tense(event_type.event_name):
             if self.strict:
                 raise EventNameError(event_type.event_name)
-            warnings.warn(str(EventNameError(event_type.event_name)), EventNameWarning, stacklevel=2)
+            warnings.warn(
+                str(EventNameError(event_type.event_name)), EventNameWarning, stacklevel=2
+            )
         self._classes[key] = event_type
         self._latest[key[0]] = max(self._latest.get(key[0], 0), key[1])
         return event_type
@@ -69,7 +79,9 @@ class EventRegistry:
         def decorate(function: Upcaster) -> Upcaster:
             key = (name, from_version)
             if key in self._upcasters:
-                raise UpcastError(name, from_version, "an upcaster is already registered for this version")
+                raise UpcastError(
+                    name, from_version, "an upcaster is already registered for this version"
+                )
             self._upcasters[key] = function
             return function
 
@@ -89,7 +101,9 @@ class EventRegistry:
             raise UnknownEventError(name, None)
         return self._classes[(name, version)]
 
-    def upcast(self, name: str, version: int, data: Mapping[str, Any]) -> tuple[type[DomainEvent], dict[str, Any]]:
+    def upcast(
+        self, name: str, version: int, data: Mapping[str, Any]
+    ) -> tuple[type[DomainEvent], dict[str, Any]]:
         """Bring ``data`` of (name, version) up to a registered class.
 
         A registered version is returned as is. An unregistered older version is upcast step by
@@ -109,7 +123,9 @@ class EventRegistry:
             try:
                 current = upcaster(current)
             except Exception as exc:
-                raise UpcastError(name, version, f"upcaster from version {step} failed: {exc!r}") from exc
+                raise UpcastError(
+                    name, version, f"upcaster from version {step} failed: {exc!r}"
+                ) from exc
             step += 1
         return self._classes[(name, step)], current
 
@@ -118,9 +134,13 @@ class EventRegistry:
         return list(self._classes.values())
 
     def __contains__(self, event_type: object) -> bool:
-        return isinstance(event_type, type) and self._classes.get(
-            (getattr(event_type, "event_name", ""), getattr(event_type, "event_version", 0))
-        ) is event_type
+        return (
+            isinstance(event_type, type)
+            and self._classes.get(
+                (getattr(event_type, "event_name", ""), getattr(event_type, "event_version", 0))
+            )
+            is event_type
+        )
 
     def __len__(self) -> int:
         return len(self._classes)

@@ -13,12 +13,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from .modes import Mode
 
 ENV_PREFIX = "EVENTSEAM_"
 CONFIG_FILE_ENV = "EVENTSEAM_CONFIG_FILE"
+#: Read by the ``eventseam`` command line itself (``--app``), not by the settings model.
+APP_ENV = "EVENTSEAM_APP"
 DEFAULT_CONFIG_FILE = "eventseam.toml"
 
 
@@ -32,14 +39,20 @@ class BusSettings(_Section):
     max_attempts: int = Field(3, ge=1, description="attempts per handler before dead-lettering")
     backoff_initial: float = Field(0.05, gt=0, description="seconds before the first retry")
     backoff_max: float = Field(5.0, gt=0, description="cap on the delay between retries")
-    buffer_size: int = Field(10_000, ge=1, description="events buffered per handler (backpressure beyond)")
-    drain_timeout: float = Field(30.0, gt=0, description="seconds shutdown waits for in-flight dispatch")
+    buffer_size: int = Field(
+        10_000, ge=1, description="events buffered per handler (backpressure beyond)"
+    )
+    drain_timeout: float = Field(
+        30.0, gt=0, description="seconds shutdown waits for in-flight dispatch"
+    )
 
 
 class KafkaSettings(_Section):
     """Connection to Kafka, shared by the relay and the consumer workers."""
 
-    bootstrap_servers: str | None = Field(None, description="host:port[,host:port]; unset = bundled broker where allowed")
+    bootstrap_servers: str | None = Field(
+        None, description="host:port[,host:port]; unset = bundled broker where allowed"
+    )
     client_id: str = "eventseam"
     enable_idempotence: Literal["auto", "on", "off"] = "auto"
     acks: Literal["all", "1", "0"] = "all"
@@ -62,22 +75,30 @@ class TopicSettings(_Section):
 
     partitions: int = Field(6, ge=1)
     replication_factor: int = Field(1, ge=1)
-    retention_ms: int | None = Field(None, description="topic retention.ms; None keeps the broker default")
+    retention_ms: int | None = Field(
+        None, description="topic retention.ms; None keeps the broker default"
+    )
 
 
 class RelaySettings(_Section):
     """Outbox relay worker."""
 
     batch_size: int = Field(500, ge=1)
-    poll_interval: float = Field(0.1, gt=0, description="seconds between polls when idle (LISTEN/NOTIFY wakes earlier)")
+    poll_interval: float = Field(
+        0.1, gt=0, description="seconds between polls when idle (LISTEN/NOTIFY wakes earlier)"
+    )
     max_attempts: int = Field(10, ge=1, description="send attempts before a row is parked")
     slots: int = Field(64, ge=1, description="aggregate-hash slots leased among relay processes")
     lease_seconds: float = Field(10.0, gt=0, description="a dead relay's slots move on after this")
     backoff_initial: float = Field(0.2, gt=0)
     backoff_max: float = Field(30.0, gt=0)
-    retention_seconds: float = Field(0.0, ge=0, description="keep published rows this long for replay; 0 deletes at once")
+    retention_seconds: float = Field(
+        0.0, ge=0, description="keep published rows this long for replay; 0 deletes at once"
+    )
     purge_batch: int = Field(5_000, ge=1)
-    topic_template: str = Field("{prefix}{context}", description="topic name; fields: prefix, context, event_type")
+    topic_template: str = Field(
+        "{prefix}{context}", description="topic name; fields: prefix, context, event_type"
+    )
     topic_prefix: str = Field("eventseam.", description="prepended to every topic name")
 
 
@@ -92,12 +113,22 @@ class EventSeamSettings(BaseSettings):
         case_sensitive=False,
     )
 
-    database_url: str = Field("sqlite:///eventseam.db", description="SQLAlchemy URL of the outbox database")
+    database_url: str = Field(
+        "sqlite:///eventseam.db", description="SQLAlchemy URL of the outbox database"
+    )
     max_event_bytes: int = Field(256 * 1024, ge=1024, description="size guard at publish time")
-    strict_names: bool = Field(False, description="an event name that reads as a command is an error, not a warning")
-    flag_refresh_seconds: float = Field(2.0, gt=0, description="how often runtime flags are re-read")
-    contexts: dict[str, Mode] = Field(default_factory=dict, description="mode per context (local, dual, broker)")
-    topics: dict[str, TopicSettings] = Field(default_factory=dict, description="topic settings per context")
+    strict_names: bool = Field(
+        False, description="an event name that reads as a command is an error, not a warning"
+    )
+    flag_refresh_seconds: float = Field(
+        2.0, gt=0, description="how often runtime flags are re-read"
+    )
+    contexts: dict[str, Mode] = Field(
+        default_factory=dict, description="mode per context (local, dual, broker)"
+    )
+    topics: dict[str, TopicSettings] = Field(
+        default_factory=dict, description="topic settings per context"
+    )
     bus: BusSettings = BusSettings()
     kafka: KafkaSettings = KafkaSettings()
     relay: RelaySettings = RelaySettings()
@@ -140,9 +171,11 @@ def load_settings(**overrides: Any) -> EventSeamSettings:
     return EventSeamSettings(**overrides)
 
 
-def known_env_names(model: type[BaseModel] = EventSeamSettings, prefix: str = ENV_PREFIX) -> set[str]:
+def known_env_names(
+    model: type[BaseModel] = EventSeamSettings, prefix: str = ENV_PREFIX
+) -> set[str]:
     """Every ``EVENTSEAM_*`` variable name the model understands (dict fields end in ``__``)."""
-    names: set[str] = {CONFIG_FILE_ENV}
+    names: set[str] = {CONFIG_FILE_ENV, APP_ENV}
     for field_name, info in model.model_fields.items():
         name = f"{prefix}{field_name.upper()}"
         names.add(name)

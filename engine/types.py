@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from .events import DomainEvent
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 Handler = Callable[[DomainEvent], Awaitable[None]]
 """An async callable that applies one event. Raising means "failed, retry me"."""
@@ -57,3 +60,16 @@ class EventSink(Protocol):
 
 
 SubscriptionList = Sequence[Subscription]
+
+
+class Transaction(Protocol):
+    """An open business transaction: its Session, and publish() writing events into it.
+
+    Both engine.unit_of_work.UnitOfWork and engine.handler_context.HandlerContext satisfy it, so
+    a context's use cases run unchanged from host code and from handlers.
+    """
+
+    @property
+    def session(self) -> Session: ...
+
+    def publish(self, *events: DomainEvent) -> None: ...

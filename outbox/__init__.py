@@ -1,3 +1,62 @@
-"""eventseam's transactional outbox: table, writer, migrations and the relay to Kafka."""
+"""eventseam's transactional outbox: table, writer, migrations and the relay to Kafka.
+
+``Relay`` is imported on first use: it needs the ``kafka`` extra (aiokafka), the rest does not.
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import MigrationError as MigrationError
+from .errors import OutboxError as OutboxError
+from .errors import OutsideTransactionError as OutsideTransactionError
+from .errors import PermanentPublishError as PermanentPublishError
+from .errors import PublishError as PublishError
+from .errors import RowNotFoundError as RowNotFoundError
+from .errors import TopicMismatchError as TopicMismatchError
+from .migrate import current as current
+from .migrate import downgrade as downgrade
+from .migrate import upgrade as upgrade
+from .parked import ParkedRow as ParkedRow
+from .parked import discard_parked as discard_parked
+from .parked import list_parked as list_parked
+from .parked import retry_all_parked as retry_all_parked
+from .parked import retry_parked as retry_parked
+from .table import Status as Status
+from .table import metadata as metadata
+from .writer import write as write
+from .writer import write_async as write_async
+
+if TYPE_CHECKING:
+    from .relay import Relay as Relay
+
+__all__ = [
+    "MigrationError",
+    "OutboxError",
+    "OutsideTransactionError",
+    "ParkedRow",
+    "PermanentPublishError",
+    "PublishError",
+    "Relay",
+    "RowNotFoundError",
+    "Status",
+    "TopicMismatchError",
+    "current",
+    "discard_parked",
+    "downgrade",
+    "list_parked",
+    "metadata",
+    "retry_all_parked",
+    "retry_parked",
+    "upgrade",
+    "write",
+    "write_async",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Relay":
+        from .relay import Relay
+
+        return Relay
+    raise AttributeError(f"module 'outbox' has no attribute {name!r}")
