@@ -21,7 +21,6 @@ from .contexts import HandlerSpec as HandlerSpec
 from .dead_letters import DeadLetter as DeadLetter
 from .dead_letters import DeadLetterStore as DeadLetterStore
 from .dead_letters import InMemoryDeadLetterStore as InMemoryDeadLetterStore
-from .dead_letters import UnknownDeadLetterError as UnknownDeadLetterError
 from .errors import BoundaryViolationError as BoundaryViolationError
 from .errors import BridgeError as BridgeError
 from .errors import BusClosedError as BusClosedError
@@ -38,6 +37,7 @@ from .errors import RegistryError as RegistryError
 from .errors import SettingsError as SettingsError
 from .errors import TransactionError as TransactionError
 from .errors import UnknownContextError as UnknownContextError
+from .errors import UnknownDeadLetterError as UnknownDeadLetterError
 from .errors import UnknownEventError as UnknownEventError
 from .errors import UpcastError as UpcastError
 from .events import DomainEvent as DomainEvent

@@ -15,7 +15,8 @@
     │   └── BoundaryViolationError a context imports another context's internals
     ├── HandlerError              a handler is declared wrongly (duplicate durable name, bad signature)
     ├── TransactionError          publish called outside a transaction, or on a closed one
-    ├── BridgeError               the sync bridge is used from the wrong thread or after shutdown
+    ├── BridgeError               a blocking/loop-only API is called from the wrong thread
+    ├── UnknownDeadLetterError    a dead-letter id that the store does not hold
     ├── BusClosedError            the bus is not running, or is shutting down
     └── SettingsError             settings are invalid (unknown context, unknown mode)
 
@@ -152,7 +153,22 @@ class TransactionError(EngineError):
 
 
 class BridgeError(EngineError):
-    """Raised by the sync bridge when called from the event-loop thread or after shutdown."""
+    """Raised when a blocking API runs on the event-loop thread, or a loop-only one off it.
+
+    The sync bridge raises it when called from an event loop; ``Bus.publish_nowait`` when called
+    from another thread than the bus's loop.
+    """
+
+
+class UnknownDeadLetterError(EngineError, KeyError):
+    """Raised by DeadLetterStore.get/remove and Bus.redeliver for an id the store does not hold."""
+
+    def __init__(self, letter_id: object) -> None:
+        self.letter_id = letter_id
+        super().__init__(f"no dead letter with id {letter_id}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class BusClosedError(EngineError):

@@ -1,0 +1,535 @@
+"""In-memory bus: one long-lived worker per subscription, per-aggregate order, retries, dead letters.
+
+    bus = Bus(subscriptions, settings.bus)
+    async with bus.running():
+        await bus.publish(OrderPlaced(aggregate_id="o-1", ...))
+        await bus.join()
+
+Contract:
+
+* ``publish`` hands each event to every subscription whose types accept it and returns; it
+  awaits only when a handler's buffer holds ``buffer_size`` events (backpressure). A handler that
+  raises never fails the publisher or the other handlers.
+* Each subscription has one worker task fed by a buffer it takes whole; it applies events one at a time, so a
+  handler is never called concurrently with itself. No task is spawned per event.
+* Order: events of one aggregate reach a handler in publish order. When a handler fails on an
+  event of aggregate A, the event is *parked*: it is retried with exponential backoff and jitter
+  (``max_attempts``, ``backoff_initial``, ``backoff_max``) while later A-events for that handler
+  wait behind it and events of other aggregates keep flowing. When the attempts run out the event
+  becomes a dead letter and the waiting A-events continue (order is kept; the poisoned event is
+  skipped to the dead-letter store, like Watermill's poison queue). Parked events do not count
+  against ``buffer_size``; their number is bounded by the publish rate times the retry time.
+* ``aclose`` stops accepting events, drains for up to ``drain_timeout`` (retries included), then
+  stops the workers; whatever is still undelivered becomes a dead letter with reason "shutdown",
+  so nothing is dropped silently. ``redeliver`` replays a dead letter.
+* Every method must be called on the event-loop thread that runs the bus (other threads go
+  through the SyncBridge).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+from collections import deque
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Literal
+
+import anyio
+import structlog
+
+from .dead_letters import DeadLetter, DeadLetterStore, InMemoryDeadLetterStore
+from .errors import BridgeError, BusClosedError, HandlerError
+from .retry import RetryPolicy
+from .settings import BusSettings
+
+if TYPE_CHECKING:
+    import uuid
+    from collections.abc import AsyncIterator, Iterable, Sequence
+
+    from anyio.abc import TaskStatus
+
+    from .events import DomainEvent
+    from .types import Subscription
+
+_log = structlog.get_logger()
+
+_IN_WORKER: ContextVar[bool] = ContextVar("eventseam_bus_in_worker", default=False)
+"""True inside bus worker tasks (and tasks their handlers start): publish never waits there."""
+
+_State = Literal["new", "running", "closing", "closed"]
+_Retry = tuple[float, int, str]
+"""A scheduled retry: (due time, tie-breaker, aggregate id)."""
+
+
+class _Worker:
+    """The long-lived task of one subscription: drains its buffer, parks failing aggregates.
+
+    ``wake`` is set while the worker sleeps (a publisher sets it and clears the slot), ``space``
+    while a publisher waits for room and ``idle`` while ``join`` waits for the worker.
+    """
+
+    __slots__ = (
+        "buffer",
+        "event_types",
+        "failures",
+        "handle",
+        "idle",
+        "interrupted",
+        "name",
+        "parked",
+        "policy",
+        "retries",
+        "sequence",
+        "space",
+        "store",
+        "unapplied",
+        "wake",
+    )
+
+    def __init__(
+        self, subscription: Subscription, policy: RetryPolicy, store: DeadLetterStore
+    ) -> None:
+        self.name = subscription.name
+        self.event_types = subscription.event_types
+        self.handle = subscription.handle
+        self.policy = policy
+        self.store = store
+        self.buffer: list[DomainEvent] = []
+        self.wake: anyio.Event | None = None
+        self.space: anyio.Event | None = None
+        self.idle: anyio.Event | None = None
+        self.parked: dict[str, deque[DomainEvent]] = {}
+        self.failures: dict[str, tuple[int, Exception]] = {}
+        self.retries: list[_Retry] = []
+        self.sequence = itertools.count()
+        self.interrupted: DomainEvent | None = None
+        self.unapplied: list[DomainEvent] = []
+
+    def accepts(self, event_type: type[DomainEvent]) -> bool:
+        """True when the subscription's type filter accepts events of ``event_type``."""
+        return issubclass(event_type, self.event_types)
+
+    def select(
+        self, events: tuple[DomainEvent, ...], kinds: set[type[DomainEvent]]
+    ) -> Sequence[DomainEvent]:
+        """The events this worker accepts, in order (``kinds`` are the events' types)."""
+        accepted = {kind for kind in kinds if self.accepts(kind)}
+        if len(accepted) == len(kinds):
+            return events
+        return [event for event in events if type(event) in accepted] if accepted else ()
+
+    def extend(self, events: Sequence[DomainEvent]) -> None:
+        """Append ``events`` to the buffer, waking the worker if it sleeps (never blocks)."""
+        if events:
+            self.buffer.extend(events)
+            if self.wake is not None:
+                self.wake_up()
+
+    def wake_up(self) -> None:
+        """Wake the sleeping worker (its ``wake`` is not None)."""
+        wake, self.wake = self.wake, None
+        if wake is not None:
+            wake.set()
+
+    def is_idle(self) -> bool:
+        """True when the worker sleeps with nothing buffered, parked or in hand."""
+        return self.wake is not None and not self.buffer and not self.parked
+
+    async def run(self) -> None:
+        """Apply events until cancelled: due retries first, then the buffer, else sleep."""
+        _IN_WORKER.set(True)
+        retries = self.retries
+        while True:
+            if retries and retries[0][0] <= anyio.current_time():
+                _, _, aggregate = heapq.heappop(retries)
+                await self._deliver_parked(aggregate)
+            elif self.buffer:
+                batch, self.buffer = self.buffer, []
+                if self.space is not None:
+                    self.space.set()
+                    self.space = None
+                await self._apply(batch)
+            else:
+                await self._sleep()
+
+    async def _apply(self, batch: list[DomainEvent]) -> None:
+        """Apply a batch taken from the buffer, without a checkpoint between events (hot path).
+
+        Events of a parked aggregate join its parked queue. When the worker is cancelled, the
+        event in flight and the rest of the batch are kept for the shutdown dead letters.
+        """
+        handle, parked = self.handle, self.parked
+        events = iter(batch)
+        for event in events:
+            if parked and event.aggregate_id in parked:
+                parked[event.aggregate_id].append(event)
+                continue
+            try:
+                await handle(event)
+            except Exception as exc:
+                self._first_failure(event, exc)
+            except BaseException:
+                self.interrupted, self.unapplied = event, list(events)
+                raise
+
+    async def _sleep(self) -> None:
+        """Wait for a publisher, or for the next retry to fall due."""
+        wake = self.wake = anyio.Event()
+        if self.idle is not None and not self.parked:
+            self.idle.set()
+            self.idle = None
+        if self.retries:
+            with anyio.move_on_after(self.retries[0][0] - anyio.current_time()):
+                await wake.wait()
+        else:
+            await wake.wait()
+        self.wake = None
+
+    def _first_failure(self, event: DomainEvent, exc: Exception) -> None:
+        aggregate = event.aggregate_id
+        self.parked[aggregate] = deque((event,))
+        if not self._fail(aggregate, event, 1, exc):
+            del self.parked[aggregate]
+
+    async def _deliver_parked(self, aggregate: str) -> None:
+        """Retry the head of ``aggregate``'s parked events, then apply the rest in order.
+
+        Stops at the next failure, which is scheduled for retry and keeps the rest parked.
+        """
+        queue = self.parked[aggregate]
+        attempts = self.failures[aggregate][0]
+        while queue:
+            event = queue[0]
+            attempts += 1
+            try:
+                await self.handle(event)
+            except Exception as exc:
+                if self._fail(aggregate, event, attempts, exc):
+                    return
+            else:
+                queue.popleft()
+                self.failures.pop(aggregate, None)
+            attempts = 0
+        del self.parked[aggregate]
+
+    def _fail(self, aggregate: str, event: DomainEvent, attempts: int, exc: Exception) -> bool:
+        """Schedule a retry of the parked head (True), or dead-letter and unpark it (False)."""
+        fields = {
+            "event_id": str(event.event_id),
+            "event_type": event.event_name,
+            "handler": self.name,
+        }
+        if self.policy.should_retry(attempts):
+            delay = self.policy.delay(attempts)
+            self.failures[aggregate] = (attempts, exc)
+            heapq.heappush(
+                self.retries, (anyio.current_time() + delay, next(self.sequence), aggregate)
+            )
+            _log.warning(
+                "bus.handler_failed",
+                **fields,
+                attempt=attempts,
+                retry_in=round(delay, 4),
+                error=repr(exc),
+            )
+            return True
+        self.failures.pop(aggregate, None)
+        self.parked[aggregate].popleft()
+        letter = DeadLetter.from_error(self.name, event, exc, attempts)
+        self.store.add(letter)
+        _log.error(
+            "bus.dead_lettered",
+            **fields,
+            attempt=attempts,
+            dead_letter_id=str(letter.id),
+            exc_info=exc,
+        )
+        return False
+
+    def shelve_leftovers(self, error: BusClosedError) -> int:
+        """After the worker stopped: dead-letter everything undelivered, per aggregate in order."""
+        letters: list[DeadLetter] = []
+        if self.interrupted is not None:
+            letters.append(DeadLetter.from_error(self.name, self.interrupted, error, 1, "shutdown"))
+        for aggregate, queue in self.parked.items():
+            attempts, last_error = self.failures.get(aggregate, (0, error))
+            for event in queue:
+                letters.append(
+                    DeadLetter.from_error(self.name, event, last_error, attempts, "shutdown")
+                )
+                attempts, last_error = 0, error
+        for events in (self.unapplied, self.buffer):
+            letters.extend(
+                DeadLetter.from_error(self.name, e, error, 0, "shutdown") for e in events
+            )
+        self.interrupted = None
+        self.unapplied = []
+        self.parked.clear()
+        self.failures.clear()
+        self.retries.clear()
+        self.buffer.clear()
+        for letter in letters:
+            self.store.add(letter)
+        return len(letters)
+
+    def release_waiters(self) -> None:
+        """Wake publishers waiting for room and callers of join (the worker has stopped)."""
+        for waiter in (self.space, self.idle):
+            if waiter is not None:
+                waiter.set()
+        self.space = self.idle = None
+
+
+class Bus:
+    """The in-memory event bus. See the module docstring for the delivery contract.
+
+    Single use: ``run`` once (with ``TaskGroup.start`` or ``running()``), then ``aclose``.
+    """
+
+    def __init__(
+        self,
+        subscriptions: Iterable[Subscription],
+        settings: BusSettings | None = None,
+        dead_letters: DeadLetterStore | None = None,
+    ) -> None:
+        self._settings = settings if settings is not None else BusSettings()
+        self._store: DeadLetterStore = (
+            dead_letters if dead_letters is not None else InMemoryDeadLetterStore()
+        )
+        policy = RetryPolicy.from_settings(self._settings)
+        self._workers: dict[str, _Worker] = {}
+        for subscription in subscriptions:
+            if subscription.name in self._workers:
+                raise HandlerError(
+                    f"two subscriptions share the durable name {subscription.name!r}"
+                )
+            self._workers[subscription.name] = _Worker(subscription, policy, self._store)
+        self._routes: dict[type[DomainEvent], tuple[_Worker, ...]] = {}
+        self._limit = self._settings.buffer_size
+        self._state: _State = "new"
+        self._accepting = False
+        self._thread: int | None = None
+        self._stop: anyio.Event | None = None
+        self._stopped: anyio.Event | None = None
+
+    @property
+    def dead_letters(self) -> DeadLetterStore:
+        """The store of events that handlers failed on, or that shutdown left undelivered."""
+        return self._store
+
+    @property
+    def settings(self) -> BusSettings:
+        """The settings this bus was built with."""
+        return self._settings
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run one worker per subscription until ``aclose``; start it with ``TaskGroup.start``.
+
+        After ``aclose`` it drains for up to ``drain_timeout``, then stops the workers. Cancelling
+        ``run`` stops the bus at once. Either way undelivered events become "shutdown" letters.
+        """
+        self._check_runnable()
+        self._stop, self._stopped = anyio.Event(), anyio.Event()
+        self._thread = threading.get_ident()
+        try:
+            async with anyio.create_task_group() as group:
+                for worker in self._workers.values():
+                    group.start_soon(worker.run, name=f"eventseam.bus:{worker.name}")
+                self._state, self._accepting = "running", True
+                task_status.started()
+                await self._stop.wait()
+                with anyio.move_on_after(self._settings.drain_timeout):
+                    await self.join()
+                group.cancel_scope.cancel()
+        finally:
+            self._shut_down()
+
+    def _check_runnable(self) -> None:
+        if self._state != "new":
+            raise BusClosedError(f"this bus is {self._state}; a Bus runs only once")
+
+    def _shut_down(self) -> None:
+        self._state, self._accepting = "closed", False
+        error = BusClosedError(
+            f"the bus shut down before delivery (drain_timeout={self._settings.drain_timeout}s)"
+        )
+        shelved = sum(worker.shelve_leftovers(error) for worker in self._workers.values())
+        for worker in self._workers.values():
+            worker.release_waiters()
+        if shelved:
+            _log.error("bus.shutdown_dead_lettered", count=shelved)
+        assert self._stopped is not None
+        self._stopped.set()
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Bus]:
+        """Run the bus in a task group for the duration of the block; ``aclose`` on exit."""
+        self._check_runnable()
+        async with anyio.create_task_group() as group:
+            await group.start(self.run)
+            try:
+                yield self
+            finally:
+                await self.aclose()
+
+    async def publish(self, *events: DomainEvent) -> None:
+        """Hand ``events`` to every accepting subscription, in order.
+
+        Awaits only while a handler's buffer is full, except when called from a handler: its
+        follow-up events never wait (they may exceed ``buffer_size``), so a handler cannot
+        deadlock on its own buffer. Raises BusClosedError when the bus is not running (also for
+        the rest of ``events`` when it closes while this call waits for room).
+        """
+        if not self._accepting:
+            raise self._closed_error()
+        try:
+            (event,) = events  # the common case, without a len() call
+        except ValueError:
+            await self._publish_many(events)
+            return
+        workers = self._routes.get(type(event))
+        if workers is None:
+            workers = self._route(type(event))
+        limit = self._limit
+        for worker in workers:
+            buffer = worker.buffer
+            if len(buffer) >= limit:
+                buffer = await self._wait_for_room(worker)
+            buffer.append(event)
+            if worker.wake is not None:
+                worker.wake_up()
+
+    async def _publish_many(self, events: tuple[DomainEvent, ...]) -> None:
+        """Hand a batch over handler by handler, in chunks that fit each buffer."""
+        kinds = set(map(type, events))
+        for worker in self._workers.values():
+            chosen = worker.select(events, kinds)
+            start = 0
+            while start < len(chosen):
+                room = self._limit - len(worker.buffer)
+                if room <= 0:
+                    if not _IN_WORKER.get():
+                        await self._wait_for_room(worker)
+                        continue
+                    room = len(chosen)  # a handler's follow-ups never wait (see publish)
+                worker.extend(chosen[start : start + room])
+                start += room
+
+    def publish_nowait(self, *events: DomainEvent) -> None:
+        """Hand ``events`` to every accepting subscription without blocking and without dropping.
+
+        Buffers may grow beyond ``buffer_size`` (publishers using ``publish`` then wait until they
+        shrink). Must be called on the event-loop thread (BridgeError otherwise); raises
+        BusClosedError when the bus is not running.
+        """
+        if not self._accepting:
+            raise self._closed_error()
+        if threading.get_ident() != self._thread:
+            raise BridgeError(
+                "Bus.publish_nowait must be called on the event-loop thread; use the SyncBridge"
+            )
+        if len(events) == 1:
+            workers = self._routes.get(type(events[0]))
+            if workers is None:
+                workers = self._route(type(events[0]))
+            for worker in workers:
+                worker.extend(events)
+        else:
+            kinds = set(map(type, events))
+            for worker in self._workers.values():
+                worker.extend(worker.select(events, kinds))
+
+    def _route(self, event_type: type[DomainEvent]) -> tuple[_Worker, ...]:
+        workers = tuple(w for w in self._workers.values() if w.accepts(event_type))
+        self._routes[event_type] = workers
+        return workers
+
+    async def _wait_for_room(self, worker: _Worker) -> list[DomainEvent]:
+        """Wait until ``worker`` takes its buffer; return the (new) buffer to append to.
+
+        Inside a worker (a handler publishing follow-ups) it never waits: the handler could be
+        waiting on its own buffer, or on a peer waiting on it.
+        """
+        if _IN_WORKER.get():
+            return worker.buffer
+        while len(worker.buffer) >= self._limit and self._accepting:
+            if worker.space is None:
+                worker.space = anyio.Event()
+            await worker.space.wait()
+        if not self._accepting:
+            raise self._closed_error()
+        return worker.buffer
+
+    def _closed_error(self) -> BusClosedError:
+        if self._state == "new":
+            return BusClosedError("the bus is not running yet; start Bus.run first")
+        return BusClosedError(f"the bus is {self._state} and accepts no more events")
+
+    async def join(self) -> None:
+        """Return when every event published so far has been handled or dead-lettered.
+
+        Events published meanwhile are waited for too. Returns at once when the bus is not running.
+        Not for handlers: a handler's own worker is busy running it, so it would wait until
+        shutdown.
+        """
+        for worker in self._workers.values():
+            while self._state in ("running", "closing") and not worker.is_idle():
+                if worker.idle is None:
+                    worker.idle = anyio.Event()
+                await worker.idle.wait()
+
+    async def aclose(self) -> None:
+        """Stop accepting, let ``run`` drain for up to ``drain_timeout``, wait until it stopped.
+
+        Idempotent. Whatever is undelivered at the timeout becomes a dead letter with reason
+        "shutdown". Called from a handler it only requests the close (waiting would deadlock);
+        cancelling the caller does not cancel the drain.
+        """
+        if self._state == "new":
+            self._state = "closed"
+            return
+        if self._state == "running":
+            self._state, self._accepting = "closing", False
+            for worker in self._workers.values():
+                if worker.space is not None:
+                    worker.space.set()
+                    worker.space = None
+            assert self._stop is not None
+            self._stop.set()
+        if self._stopped is not None and not _IN_WORKER.get():
+            await self._stopped.wait()
+
+    async def redeliver(self, dead_letter_id: uuid.UUID) -> None:
+        """Hand a dead letter's event back to its handler and remove the letter from the store.
+
+        The event queues behind the handler's buffer like a new publish (a failure makes a new
+        letter). Raises UnknownDeadLetterError, HandlerError (no such handler on this bus) or
+        BusClosedError; the letter stays in the store when it was not handed back.
+        """
+        if not self._accepting:
+            raise self._closed_error()
+        handler = self._store.get(dead_letter_id).handler
+        worker = self._workers.get(handler)
+        if worker is None:
+            raise HandlerError(
+                f"dead letter {dead_letter_id} belongs to handler {handler!r}, not on this bus"
+            )
+        letter = self._store.remove(dead_letter_id)
+        try:
+            buffer = worker.buffer
+            if len(buffer) >= self._limit:
+                buffer = await self._wait_for_room(worker)
+        except BaseException:
+            self._store.add(letter)
+            raise
+        buffer.append(letter.event)
+        if worker.wake is not None:
+            worker.wake_up()
+        _log.info(
+            "bus.redelivered",
+            dead_letter_id=str(letter.id),
+            event_id=str(letter.event.event_id),
+            handler=worker.name,
+        )
