@@ -474,11 +474,15 @@ class Bus:
         Not for handlers: a handler's own worker is busy running it, so it would wait until
         shutdown.
         """
-        for worker in self._workers.values():
-            while self._state in ("running", "closing") and not worker.is_idle():
-                if worker.idle is None:
-                    worker.idle = anyio.Event()
-                await worker.idle.wait()
+        waited = True
+        while waited:  # a handler may feed a worker already passed: repeat until a quiet pass
+            waited = False
+            for worker in self._workers.values():
+                while self._state in ("running", "closing") and not worker.is_idle():
+                    waited = True
+                    if worker.idle is None:
+                        worker.idle = anyio.Event()
+                    await worker.idle.wait()
 
     async def aclose(self) -> None:
         """Stop accepting, let ``run`` drain for up to ``drain_timeout``, wait until it stopped.

@@ -491,3 +491,26 @@ def test_default_settings_come_from_bus_settings() -> None:
     assert bus.settings == BusSettings()
     assert bus.dead_letters.count() == 0
     assert math.isclose(bus.settings.backoff_initial, BusSettings().backoff_initial)
+
+
+async def test_join_waits_for_follow_ups_fed_to_a_worker_already_passed() -> None:
+    """join covers events a later handler hands to an earlier handler's worker while it runs."""
+    slow_removes = Recorder(before=lambda event: _yield_a_few())
+    bus: Bus | None = None
+
+    async def add_then_remove(event: DomainEvent) -> None:
+        assert bus is not None
+        bus.publish_nowait(ItemRemoved(aggregate_id=event.aggregate_id, n=n_of(event)))
+
+    removal = Subscription(name="removes", event_types=(ItemRemoved,), handle=slow_removes)
+    follow_up = Subscription(name="follow_up", event_types=(ItemAdded,), handle=add_then_remove)
+    bus = Bus([removal, follow_up], FAST)
+    async with bus.running():
+        await bus.publish(added("a", 1), added("a", 2))
+        await bus.join()
+        assert slow_removes.numbers() == [1, 2]
+
+
+async def _yield_a_few() -> None:
+    for _ in range(5):
+        await anyio.lowlevel.checkpoint()
