@@ -87,7 +87,7 @@ class _Loop:
 
 
 @dataclass(frozen=True, slots=True)
-class _Prepared:
+class Prepared:
     """Events ready to write: records and modes for the outbox, stamped events to dispatch."""
 
     records: list[EncodedEvent]
@@ -166,10 +166,10 @@ class EventSeam:
             return
         if isinstance(target, scoped_session):
             target = target()
-        prepared = self._prepare(events, context)
+        prepared = self.prepare(events, context)
         write(target, prepared.records, prepared.modes)
         if prepared.local:
-            hold_until_commit(target, prepared.local, self._deliver)
+            hold_until_commit(target, prepared.local, self.deliver_committed)
 
     async def publish_async(
         self,
@@ -180,10 +180,10 @@ class EventSeam:
         """``publish`` for an AsyncSession or AsyncConnection (same contract)."""
         if not events:
             return
-        prepared = self._prepare(events, context)
+        prepared = self.prepare(events, context)
         await write_async(target, prepared.records, prepared.modes)
         if prepared.local:
-            hold_until_commit(_sync_target(target), prepared.local, self._deliver)
+            hold_until_commit(_sync_target(target), prepared.local, self.deliver_committed)
 
     @contextmanager
     def transaction(self) -> Iterator[UnitOfWork]:
@@ -195,9 +195,14 @@ class EventSeam:
         with self.session_factory() as session, session.begin():
             yield UnitOfWork(session, self.publish)
 
-    def _prepare(self, events: Sequence[DomainEvent], context: str | None) -> _Prepared:
+    def prepare(self, events: Sequence[DomainEvent], context: str | None = None) -> Prepared:
+        """Check ownership, stamp, encode (size guard) and pick each event's mode; write nothing.
+
+        The first step of every publish path (SQLAlchemy here, Django's cursor in the Django
+        integration): raises OwnershipError / EventTooLargeError before anything is written.
+        """
         traceparent = current_traceparent()
-        prepared = _Prepared([], [], [])
+        prepared = Prepared([], [], [])
         for event in events:
             source = self._publishing_context(type(event), context)
             mode = self.mode_of(source)
@@ -221,7 +226,7 @@ class EventSeam:
 
     # -- delivery after commit --------------------------------------------------------------
 
-    def _deliver(self, events: list[DomainEvent]) -> None:
+    def deliver_committed(self, events: list[DomainEvent]) -> None:
         """Hand committed events to the bus; never raises (keeps them in ``undelivered``)."""
         try:
             self._hand_over(events)

@@ -1,0 +1,46 @@
+"""``manage.py eventseam_relay [--bundled-broker] [--log-level LEVEL] [--json-logs]``.
+
+``eventseam relay`` with settings.EVENTSEAM: forwards pending outbox rows of Django's database to
+Kafka until SIGTERM or SIGINT (the first stops gracefully, a second at once).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from django.core.management.base import BaseCommand
+
+from engine.integrations.django.commands import run_relay
+from engine.integrations.django.seam import get_config
+
+if TYPE_CHECKING:
+    from django.core.management.base import CommandParser
+
+
+class Command(BaseCommand):
+    """Run the outbox relay with this project's eventseam settings."""
+
+    help = "Forward pending outbox rows to Kafka until SIGTERM or SIGINT (`eventseam relay`)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        """The options of `eventseam relay`."""
+        parser.add_argument(
+            "--bundled-broker",
+            action="store_true",
+            help="when no Kafka bootstrap servers are set, start the bundled memory broker (development only)",
+        )
+        parser.add_argument(
+            "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+        )
+        parser.add_argument(
+            "--json-logs", action="store_true", help="log JSON lines instead of human-readable ones"
+        )
+
+    def handle(self, *args: str, **options: Any) -> None:
+        """Run the relay until a signal stops it."""
+        run_relay(
+            get_config().settings,
+            bundled_broker=bool(options["bundled_broker"]),
+            log_level=str(options["log_level"]),
+            json_logs=bool(options["json_logs"]),
+        )

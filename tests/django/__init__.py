@@ -1,0 +1,3 @@
+"""Tests of the Django integration (engine.integrations.django) on SQLite and PostgreSQL."""
+
+from __future__ import annotations
