@@ -157,6 +157,11 @@ class FlagSource:
         return self._known
 
     @property
+    def has_engine(self) -> bool:
+        """True when ``run`` can re-read the flag table (an engine was given)."""
+        return self._engine is not None
+
+    @property
     def stale(self) -> bool:
         """True when the snapshot was never read or is older than the refresh interval."""
         return not self._loaded or self._clock() - self._snapshot.read_started >= self.interval

@@ -41,6 +41,7 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 import structlog
+from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session, scoped_session
 
@@ -57,6 +58,7 @@ from .errors import (
     TransactionError,
     UnknownContextError,
 )
+from .flags import FlagSource
 from .handler_context import current_handler, subscription_for
 from .registry import EventRegistry
 from .unit_of_work import UnitOfWork, hold_until_commit
@@ -112,10 +114,16 @@ class EventSeam:
         bridge: SyncBridge | None = None,
         dead_letters: DeadLetterStore | None = None,
         middlewares: Sequence[Middleware] = (),
+        flags: FlagSource | None = None,
     ) -> None:
         self.settings = settings
         self.contexts = ContextMap(contexts)
         _check_settings(settings, self.contexts)
+        self.flags = (
+            flags
+            if flags is not None
+            else FlagSource(settings, self.contexts, engine=_bound_engine(session_factory))
+        )
         self.registry = (
             registry if registry is not None else EventRegistry(strict=settings.strict_names)
         )
@@ -142,8 +150,12 @@ class EventSeam:
         return self._loop is not None
 
     def mode_of(self, context: str) -> Mode:
-        """The routing mode of ``context`` (from settings; LOCAL when not configured)."""
-        return self.settings.mode_of(context)
+        """The routing mode of ``context``: flag table > settings > LOCAL (never blocks).
+
+        While the seam runs, the flag table is re-read every ``flag_refresh_seconds``; each
+        publish looks the mode up once per event and records it on the outbox row.
+        """
+        return self.flags.mode_of(context)
 
     def check_publish(self, context: str, event_type: type[DomainEvent]) -> None:
         """Raise UnknownContextError or OwnershipError unless ``context`` owns ``event_type``."""
@@ -278,15 +290,28 @@ class EventSeam:
     # -- running --------------------------------------------------------------------------
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Run the bus until ``aclose``/``stop``; start it with ``TaskGroup.start``."""
+        """Run the bus (and the flag refresher) until ``aclose``/``stop``; use ``TaskGroup.start``.
+
+        With a database (``session_factory``), the flag table is read before the seam accepts
+        events: a missing table fails the start (run ``eventseam db upgrade``).
+        """
         try:
             async with anyio.create_task_group() as group:
-                await group.start(self.bus.run)
+                if self.flags.has_engine:
+                    await group.start(self.flags.run)
+                await group.start(self._run_bus, group.cancel_scope)
                 self._loop = _Loop(anyio.lowlevel.current_token(), threading.get_ident())
                 await self.redeliver_undelivered()
                 task_status.started()
         finally:
             self._loop = None
+
+    async def _run_bus(
+        self, scope: anyio.CancelScope, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run the bus; once it stopped, stop its siblings (the flag refresher) too."""
+        await self.bus.run(task_status=task_status)
+        scope.cancel()
 
     async def join(self) -> None:
         """Return when every event handed to the bus so far was handled or dead-lettered."""
@@ -312,6 +337,12 @@ class EventSeam:
             return
         self.bridge.call(self.bus.aclose)
         future.result()
+
+
+def _bound_engine(session_factory: sessionmaker[Session] | None) -> Engine | None:
+    """The Engine a sessionmaker is bound to, if any (the flag table is read through it)."""
+    bind = session_factory.kw.get("bind") if session_factory is not None else None
+    return bind if isinstance(bind, Engine) else None
 
 
 def _sync_target(target: AsyncSession | AsyncConnection) -> Session | Connection:

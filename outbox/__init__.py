@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from . import flag_table as flag_table  # registers eventseam_flags on metadata
+from . import inbox_table as inbox_table  # registers eventseam_inbox on metadata
 from .errors import MigrationError as MigrationError
 from .errors import OutboxError as OutboxError
 from .errors import OutsideTransactionError as OutsideTransactionError

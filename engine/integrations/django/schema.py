@@ -81,7 +81,10 @@ def render_revision(revision: str, direction: Direction, vendor: str) -> list[st
         raise LookupError(f"no eventseam Alembic revision {revision!r}")
     output = _Statements()
     context = MigrationContext.configure(
-        dialect_name=dialect, opts={"as_sql": True, "output_buffer": output}
+        dialect_name=dialect,
+        # "named" leaves a literal % alone: the statements run without parameters.
+        dialect_opts={"paramstyle": "named"},
+        opts={"as_sql": True, "output_buffer": output},
     )
     with _render_lock, Operations.context(context):
         getattr(script.module, direction)()
