@@ -1,0 +1,166 @@
+"""Create and upgrade the eventseam schema (outbox, inbox, flags) with its shipped Alembic history.
+
+The history has its own version table (``eventseam_alembic_version``), so it never reads or
+writes the host's ``alembic_version``: a host keeps its own Alembic history untouched. Alembic is
+configured in code (no ``alembic.ini``; the script location is this package's path), so it works
+from an installed wheel.
+
+``target`` is a URL (``str`` or ``URL``), an ``Engine`` or a ``Connection``. A URL or Engine runs
+in a transaction of its own (all-or-nothing on PostgreSQL, which has transactional DDL); a
+Connection is used as is: inside its open transaction (the caller commits), or in one Alembic
+begins and commits. Every failure is raised as MigrationError.
+
+New revisions (for eventseam developers)::
+
+    from alembic import command
+    from outbox.migrate import alembic_config
+    command.revision(alembic_config(), "add a column")   # then edit the new file by hand
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, TypeVar
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy import URL, Connection, Engine, MetaData, create_engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from .errors import MigrationError
+from .table import metadata
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+__all__ = [
+    "SCRIPT_LOCATION",
+    "TABLE_MODULES",
+    "VERSION_TABLE",
+    "alembic_config",
+    "current",
+    "downgrade",
+    "head",
+    "schema_metadata",
+    "upgrade",
+]
+
+#: The version table of eventseam's own Alembic history (never the host's ``alembic_version``).
+VERSION_TABLE: Final = "eventseam_alembic_version"
+
+#: Directory of the Alembic environment and revisions, inside the installed package.
+SCRIPT_LOCATION: Final = Path(__file__).resolve().parent / "migrations"
+
+#: Modules whose tables live on ``outbox.table.metadata``; the history must create all of them
+#: (the drift test compares). Add a module here when it defines a new eventseam table.
+TABLE_MODULES: Final = (
+    "outbox.table",
+    "outbox.flag_table",
+    "outbox.inbox_table",
+    "outbox.lease_table",
+)
+
+Target = str | URL | Engine | Connection
+_T = TypeVar("_T")
+
+#: Alembic keeps the running command in module globals (``alembic.context``): one at a time per
+#: process. Processes serialize on a PostgreSQL advisory lock (see migrations/env.py).
+_alembic_lock = threading.Lock()
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """An Alembic Config for the outbox history; ``env.py`` migrates ``connection``."""
+    config = Config()
+    # ConfigParser interpolates "%": escape it in the path.
+    config.set_main_option("script_location", str(SCRIPT_LOCATION).replace("%", "%%"))
+    config.set_main_option("path_separator", "os")
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def schema_metadata() -> MetaData:
+    """``outbox.table.metadata`` with every table of TABLE_MODULES on it: what the history builds."""
+    for name in TABLE_MODULES:
+        importlib.import_module(name)
+    return metadata
+
+
+def head() -> str:
+    """The newest revision of the shipped history."""
+    found = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if found is None:  # pragma: no cover - the package always ships a revision
+        raise MigrationError(f"no outbox revision found in {SCRIPT_LOCATION}")
+    return found
+
+
+def _describe(target: Target) -> str:
+    if isinstance(target, Connection):
+        return target.engine.url.render_as_string(hide_password=True)
+    if isinstance(target, Engine):
+        return target.url.render_as_string(hide_password=True)
+    if isinstance(target, URL):
+        return target.render_as_string(hide_password=True)
+    try:
+        return make_url(target).render_as_string(hide_password=True)
+    except SQLAlchemyError:
+        return "<unparsable URL>"
+
+
+@contextmanager
+def _connection(target: Target) -> Iterator[Connection]:
+    """A connection to migrate: ``target`` itself, or one in a transaction of its own."""
+    if isinstance(target, Connection):
+        yield target
+        return
+    engine = target if isinstance(target, Engine) else create_engine(target)
+    try:
+        with engine.begin() as connection:
+            yield connection
+    finally:
+        if engine is not target:
+            engine.dispose()
+
+
+def _run(action: str, target: Target, work: Callable[[Connection], _T]) -> _T:
+    """Run ``work`` on a connection to ``target``; turn every failure into MigrationError."""
+    try:
+        with _alembic_lock, _connection(target) as connection:
+            return work(connection)
+    except MigrationError:
+        raise
+    except (SQLAlchemyError, CommandError) as exc:
+        raise MigrationError(
+            f"eventseam schema migration {action} failed on {_describe(target)}: {exc}"
+        ) from exc
+
+
+def upgrade(target: Target, revision: str = "head") -> None:
+    """Upgrade the outbox schema of ``target`` to ``revision`` (default: the newest)."""
+    _run(f"'upgrade {revision}'", target, lambda c: command.upgrade(alembic_config(c), revision))
+
+
+def downgrade(target: Target, revision: str) -> None:
+    """Downgrade the outbox schema of ``target`` to ``revision`` (``base`` drops the outbox).
+
+    Dropping the outbox loses the events it holds, including unpublished ones.
+    """
+    _run(
+        f"'downgrade {revision}'", target, lambda c: command.downgrade(alembic_config(c), revision)
+    )
+
+
+def current(target: Target) -> str | None:
+    """The outbox revision ``target`` is at, or None when the schema was never created."""
+
+    def read(connection: Connection) -> str | None:
+        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+        return context.get_current_revision()
+
+    return _run("'current'", target, read)
