@@ -1,0 +1,336 @@
+"""The relay: forwards pending outbox rows to Kafka, then deletes them or marks them published.
+
+    relay = Relay(settings)
+    async with anyio.create_task_group() as group:
+        await group.start(relay.run)   # returns once connected and holding its slots
+        ...
+        relay.stop()                   # graceful: in-flight batches land, leases released
+
+Contract (DESIGN.md, "The relay"):
+
+- A committed row is never lost: it stays ``pending`` until the broker acknowledged it, and is then
+  deleted (``retention_seconds == 0``) or marked ``published`` by its exact ``seq``. Only rows of
+  the batch in flight at a crash may be sent twice; consumers drop them by ``event_id``.
+- Rows are claimed by status (outbox.claim), so a transaction that commits after rows with a
+  larger ``seq`` were published is still sent.
+- Per-aggregate order, with one relay or several: slots (``keyhash % slots``) are leased to one
+  relay at a time (outbox.leases); within a slot rows are sent in ``seq`` order; per partition one
+  batch is in flight and a failed batch stops the later ones (outbox.lanes).
+- Broker outage: the relay backs off with jitter, keeps rows pending, never exits, re-creates the
+  topics the broker lost and drains the backlog on recovery.
+- Rows that fail for good are parked after ``max_attempts`` without holding up other aggregates
+  (outbox.parked). Published rows kept for a window are purged in batches (outbox.retention).
+
+Pipeline: the next round of rows is fetched while the previous one is in flight (at most
+``PIPELINE_DEPTH`` rounds, so memory stays flat whatever the backlog), acknowledged rows are
+marked in the background (claim.Marker). The relay scans from the first pending row again when
+it caught up, after a failure, when its slots change, and at least every ``full_scan_interval``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.lowlevel
+import structlog
+from sqlalchemy.exc import SQLAlchemyError
+
+from engine.retry import RetryPolicy
+
+from .claim import Claims, Marker, PendingRow, create_relay_engine
+from .errors import PublishError
+from .kafka import KafkaPublisher, KafkaTopicAdmin
+from .lanes import Dispatcher
+from .leases import Leases
+from .notify import Doorbell, NotifyListener
+from .parked import Failures
+from .retention import Purger
+from .topics import Topics
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from engine.settings import EventSeamSettings
+
+    from .topics import TopicAdmin
+
+log = structlog.get_logger(__name__)
+
+#: Rounds of ``batch_size`` rows in flight at once (fetched, sending or waiting for acks).
+PIPELINE_DEPTH = 3
+
+
+def default_owner() -> str:
+    """A relay id unique across hosts and restarts: host:pid:random."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class _Rounds:
+    """Counts rounds in flight; the pump waits for room, or for none left."""
+
+    def __init__(self, depth: int) -> None:
+        self.depth, self.count = depth, 0
+        self._changed = anyio.Event()
+
+    def begin(self) -> None:
+        self.count += 1
+
+    def end(self) -> None:
+        self.count -= 1
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def room(self) -> None:
+        while self.count >= self.depth:
+            await self._changed.wait()
+
+    async def quiet(self) -> None:
+        while self.count:
+            await self._changed.wait()
+
+
+class Relay:
+    """Forwards pending outbox rows of its leased slots to Kafka (see the module docstring).
+
+    ``publisher``, ``admin`` and ``engine`` default to ones built from ``settings``; the relay
+    closes what it built. ``grace`` bounds how long a stop waits for batches in flight.
+    """
+
+    def __init__(
+        self,
+        settings: EventSeamSettings,
+        *,
+        publisher: KafkaPublisher | None = None,
+        admin: TopicAdmin | None = None,
+        engine: AsyncEngine | None = None,
+        owner: str | None = None,
+        grace: float = 10.0,
+    ) -> None:
+        relay = settings.relay
+        self.settings, self.owner, self.grace = settings, owner or default_owner(), grace
+        self._own_engine = engine is None
+        self._engine = engine or create_relay_engine(settings.database_url)
+        self._publisher = publisher or KafkaPublisher(
+            settings.kafka, client_id=f"{settings.kafka.client_id}-relay"
+        )
+        self._admin = admin or KafkaTopicAdmin(settings.kafka)
+        self._policy = RetryPolicy.from_settings(relay)
+        self._claims = Claims(
+            self._engine, slots=relay.slots, delete_sent=relay.retention_seconds == 0
+        )
+        self._marker = Marker(self._claims, self._policy)
+        self._failures = Failures(self._claims, self._policy)
+        self._leases = Leases(
+            self._engine, owner=self.owner, slots=relay.slots, lease_seconds=relay.lease_seconds
+        )
+        self._topics = Topics(settings, self._admin, self._publisher.partitions)
+        self._dispatcher = Dispatcher(self._publisher, self._topics, self._failures, self._marker)
+        self._doorbell = Doorbell()
+        self._listener = NotifyListener(self._engine, self._doorbell, self._policy)
+        self._purger = Purger(self._engine, relay, active=lambda: 0 in self._leases.owned)
+        self._rounds = _Rounds(PIPELINE_DEPTH)
+        self._stopped = anyio.Event()
+        self._cursor = 0
+        self._rescan = False
+        self._slots_version = -1
+        self._outages = 0
+        self._acked_seen = 0
+        self.full_scan_interval = max(1.0, 10 * relay.poll_interval)
+        self._next_full_scan = 0.0
+
+    @property
+    def owned_slots(self) -> frozenset[int]:
+        """Slots this relay holds right now."""
+        return self._leases.owned
+
+    def stop(self) -> None:
+        """Ask ``run`` to return: stop claiming, let batches in flight land, release the leases.
+
+        Call from the event loop's thread.
+        """
+        self._stopped.set()
+        self._doorbell.ring()
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Relay until ``stop()`` or cancellation; reports started once connected with slots."""
+        log.info("relay_starting", owner=self.owner)
+        try:
+            async with anyio.create_task_group() as group:
+                await self._connect()
+                if self._stopped.is_set():
+                    return
+                await group.start(self._leases.run, self._policy)
+                await group.start(self._marker.run)
+                await group.start(self._listener.run)
+                await group.start(self._purger.run)
+                await self._create_startup_topics()
+                task_status.started()
+                await self._pump(group)
+                await self._finish()
+                group.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._close()
+        log.info("relay_stopped", owner=self.owner)
+
+    async def _connect(self) -> None:
+        await self._retrying("relay_broker_unavailable", self._publisher.start)
+        await self._retrying("relay_database_unavailable", self._leases.setup)
+        log.info("relay_connected", owner=self.owner, idempotent=self._publisher.idempotent)
+
+    async def _retrying(self, event: str, action: Callable[[], Awaitable[None]]) -> None:
+        attempt = 0
+        while not self._stopped.is_set():
+            try:
+                await action()
+                return
+            except (PublishError, SQLAlchemyError, OSError) as exc:
+                attempt += 1
+                log.warning(event, owner=self.owner, error=str(exc), attempt=attempt)
+                await self._sleep(self._policy.delay(attempt))
+
+    async def _create_startup_topics(self) -> None:
+        for topic, context in self._topics.startup_topics().items():
+            try:
+                await self._topics.partitions(topic, context)
+            except PublishError as exc:
+                log.warning("relay_topic_not_created", topic=topic, error=exc.reason)
+
+    async def _sleep(self, seconds: float) -> None:
+        with anyio.move_on_after(seconds):
+            await self._stopped.wait()
+
+    async def _pump(self, group: anyio.abc.TaskGroup) -> None:
+        batch_size = self.settings.relay.batch_size
+        while not self._stopped.is_set():
+            if self._must_settle():
+                await self._settle()
+                continue
+            if not (self._leases.owned and self._leases.valid()):
+                await self._doorbell.wait(self.settings.relay.poll_interval)
+                continue
+            await self._rounds.room()
+            lost = self._leases.lost
+            rows = await self._fetch(batch_size)
+            if not rows:
+                if self._cursor:
+                    self._rescan = True
+                elif rows is not None:
+                    await self._doorbell.wait(self.settings.relay.poll_interval)
+                continue
+            self._cursor = rows[-1].seq
+            self._rescan = self._rescan or len(rows) < batch_size
+            self._rounds.begin()
+            group.start_soon(self._round, rows, lost)
+
+    async def _fetch(self, limit: int) -> list[PendingRow] | None:
+        """The next rows to send; None after a database failure (already waited out)."""
+        try:
+            excluded = self._failures.excluded_keys()
+            return await self._claims.fetch(
+                self._leases.owned, after=self._cursor, limit=limit, exclude_keys=excluded
+            )
+        except (SQLAlchemyError, OSError) as exc:
+            self._outages += 1
+            log.warning(
+                "relay_fetch_failed", owner=self.owner, error=str(exc), attempt=self._outages
+            )
+            await self._sleep(self._policy.delay(self._outages))
+            self._rescan = True
+            return None
+
+    async def _round(self, rows: list[PendingRow], lost: int) -> None:
+        def may_send() -> bool:
+            return self._leases.valid() and self._leases.lost == lost
+
+        try:
+            await self._dispatcher.send_round(rows, may_send)
+        finally:
+            self._rounds.end()
+
+    def _must_settle(self) -> bool:
+        dispatcher, leases = self._dispatcher, self._leases
+        if self._rescan or dispatcher.rescan or dispatcher.retry_error is not None:
+            return True
+        if leases.version != self._slots_version or leases.surplus:
+            return True
+        now = time.monotonic()
+        if self._cursor and now > self._next_full_scan:
+            return True
+        return any(until <= now for until in self._failures.blocked.values())
+
+    async def _settle(self) -> None:
+        """Let the pipeline drain, back off after a failure, apply slot changes, rescan from the start."""
+        await self._rounds.quiet()
+        await self._marker.drained()
+        await anyio.lowlevel.checkpoint()
+        self._failures.excluded_keys()  # drops expired blocks: their rows are in the next scan
+        error = self._dispatcher.retry_error
+        self._dispatcher.reset()
+        if self._dispatcher.acked != self._acked_seen:
+            self._acked_seen, self._outages = self._dispatcher.acked, 0
+        if error is not None:
+            self._outages += 1
+            log.warning(
+                "relay_send_failed",
+                owner=self.owner,
+                topic=error.topic,
+                error=error.reason,
+                attempt=self._outages,
+            )
+            await self._sleep(self._policy.delay(self._outages))
+        if self._leases.surplus:
+            await self._release_surplus()
+        self._slots_version = self._leases.version
+        self._cursor, self._rescan = 0, False
+        self._next_full_scan = time.monotonic() + self.full_scan_interval
+
+    async def _release_surplus(self) -> None:
+        try:
+            await self._leases.release_surplus()
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("relay_release_failed", owner=self.owner, error=str(exc))
+
+    async def _finish(self) -> None:
+        """Graceful stop: batches in flight land and their rows are marked (within ``grace``)."""
+        with anyio.move_on_after(self.grace):
+            await self._rounds.quiet()
+            await self._marker.drained()
+
+    async def _close(self) -> None:
+        """Flush the producer, mark what it acknowledged, release the leases, close connections."""
+        await self._publisher.aclose(self.grace)
+        with anyio.move_on_after(self.grace):
+            await self._best_effort(self._marker.flush)
+        with anyio.move_on_after(self.grace):
+            await self._best_effort(self._leases.release_all)
+        closers = (
+            self._admin.aclose,
+            self._claims.aclose,
+            self._leases.aclose,
+            self._purger.aclose,
+        )
+        for close in closers:
+            await self._best_effort(close)
+        if self._own_engine:
+            await self._engine.dispose()
+
+    async def _best_effort(self, action: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await action()
+        except (SQLAlchemyError, OSError, PublishError) as exc:
+            log.warning(
+                "relay_shutdown_step_failed",
+                owner=self.owner,
+                step=getattr(action, "__name__", "?"),
+                error=str(exc),
+            )
