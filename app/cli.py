@@ -1,4 +1,5 @@
-"""The example monolith's command line: ``python -m app demo [--orders N] [--database PATH]``."""
+"""The example monolith's command line: ``python -m app demo [--orders N] [--database PATH]``,
+``python -m app serve [--host H] [--port P]`` (the web app on Flask's development server)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,16 @@ def demo(orders: int, database: Path) -> None:
         console.width = PIPED_WIDTH
     status = anyio.run(run_demo, orders, database, console)
     raise SystemExit(status)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="interface to listen on")
+@click.option("--port", type=click.IntRange(0, 65_535), default=8000, show_default=True)
+def serve(host: str, port: int) -> None:
+    """Serve the example as a web app (app.web) on Flask's development server; gunicorn in production."""
+    from app.web import create_app
+
+    create_app().run(host=host, port=port, threaded=True)
 
 
 def _quiet_logging() -> None:

@@ -13,9 +13,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any, Final
 
-import anyio
 import click
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from engine.integrations import common
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -93,20 +94,13 @@ def run_relay(
     settings: EventSeamSettings, *, bundled_broker: bool, log_level: str, json_logs: bool
 ) -> None:
     """``eventseam relay`` with ``settings``: run the relay until SIGTERM or SIGINT."""
-    if not settings.kafka.bootstrap_servers and not bundled_broker:
-        raise CommandError(
-            "no Kafka bootstrap servers: set EVENTSEAM['kafka']['bootstrap_servers'] in the "
-            "Django settings (or pass --bundled-broker for a development broker that keeps nothing)"
+    try:
+        common.run_relay(
+            settings,
+            bundled_broker=bundled_broker,
+            log_level=log_level,
+            json_logs=json_logs,
+            missing_servers="set EVENTSEAM['kafka']['bootstrap_servers'] in the Django settings",
         )
-    from engine.cli.relay import configure_logging, serve
-
-    configure_logging(log_level, json_logs=json_logs)
-    if settings.kafka.bootstrap_servers:
-        anyio.run(serve, settings, backend="asyncio")
-        return
-    from outbox.bundled_broker import BundledBroker
-
-    with BundledBroker() as broker:
-        update: dict[str, Any] = {"bootstrap_servers": broker.bootstrap_servers}
-        kafka = settings.kafka.model_copy(update=update)
-        anyio.run(serve, settings.model_copy(update={"kafka": kafka}), backend="asyncio")
+    except click.ClickException as exc:
+        raise CommandError(exc.format_message(), returncode=exc.exit_code) from exc

@@ -17,7 +17,6 @@ here, nor ``EVENTSEAM_DATABASE_URL``, nor the TOML file), it is derived from
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -25,12 +24,13 @@ from typing import TYPE_CHECKING, Any, Final
 from pydantic import ValidationError
 from sqlalchemy.engine import URL
 
-from engine.contexts import BoundedContext
+from engine.integrations.common import import_context
 from engine.settings import load_settings
 
 from .errors import EventSeamImproperlyConfigured
 
 if TYPE_CHECKING:
+    from engine.contexts import BoundedContext
     from engine.settings import EventSeamSettings
 
 __all__ = [
@@ -93,25 +93,6 @@ def raw_setting() -> dict[str, Any]:
 def django_options(raw: Mapping[str, Any]) -> dict[str, Any]:
     """The EventSeamSettings part of ``raw`` (the Django-only keys removed)."""
     return {key: value for key, value in raw.items() if key not in DJANGO_KEYS}
-
-
-def import_context(target: object) -> BoundedContext:
-    """The BoundedContext ``target`` names (``"module:attr"``, ``"module.attr"``) or is.
-
-    Raises ImportError, AttributeError or TypeError, with the reason.
-    """
-    if isinstance(target, BoundedContext):
-        return target
-    if not isinstance(target, str) or not target.strip():
-        raise TypeError(f"expected 'module:attribute' naming a BoundedContext, got {target!r}")
-    path = target.strip()
-    module_name, _, attribute = path.partition(":") if ":" in path else path.rpartition(".")
-    if not module_name or not attribute:
-        raise ImportError(f"{path!r} is not 'module:attribute'")
-    found = getattr(importlib.import_module(module_name), attribute)
-    if not isinstance(found, BoundedContext):
-        raise TypeError(f"{path!r} is a {type(found).__name__}, not a BoundedContext")
-    return found
 
 
 def database_url(alias: str) -> str | None:

@@ -19,71 +19,62 @@ Contract:
   transactions on it. Publishing from Django never uses it (engine.integrations.django.publish).
 * ``reset_seam`` stops and forgets it (and disposes its engine); Django's ``setting_changed``
   signal for ``EVENTSEAM`` or ``DATABASES`` (``override_settings``) calls it.
-* Every function is thread safe.
+* Every function is thread safe. The per-process life cycle is engine.integrations.common's
+  ProcessSeam, which the Flask integration shares.
 """
 
 from __future__ import annotations
 
-import atexit
-import os
-import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
-import structlog
-from sqlalchemy import Engine, create_engine
-from sqlalchemy.orm import Session, sessionmaker
-
-from engine.seam import EventSeam
+from engine.integrations.common import SQLITE_BUSY_TIMEOUT_SECONDS, ProcessSeam
+from engine.integrations.common import build_seam as build_engine_seam
 
 from .conf import DjangoConfig, load_config
 
-__all__ = ["get_config", "get_seam", "reset_seam", "running_seam", "worker_seam"]
+if TYPE_CHECKING:
+    from engine.seam import EventSeam
 
-#: SQLite busy timeout of the handlers' engine (Django and the handlers write the same file).
-SQLITE_BUSY_TIMEOUT_SECONDS = 30
+__all__ = [
+    "SQLITE_BUSY_TIMEOUT_SECONDS",
+    "get_config",
+    "get_seam",
+    "reset_seam",
+    "running_seam",
+    "worker_seam",
+]
 
-_log = structlog.get_logger(__name__)
 
-
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Current:
-    """This process's configuration and EventSeam, and whether its bus was started."""
+    """This process's configuration and EventSeam."""
 
-    pid: int
     config: DjangoConfig
     seam: EventSeam
-    started: bool = False
 
 
-_lock = threading.Lock()
-_current: _Current | None = None
-_atexit_installed = False
-_fork_hook_installed = False
+def _build() -> _Current:
+    config = load_config()
+    return _Current(config, build_seam(config))
+
+
+_process = ProcessSeam(_build, lambda current: current.seam, name="django")
 
 
 def get_config() -> DjangoConfig:
     """settings.EVENTSEAM, read and validated (EventSeamImproperlyConfigured when unusable)."""
-    return _state().config
+    return _process.get().config
 
 
 def get_seam() -> EventSeam:
     """This process's EventSeam, built from settings on first use (not started here)."""
-    return _state().seam
+    return _process.get().seam
 
 
 def running_seam() -> EventSeam:
     """This process's EventSeam with its bus running (started now if needed; blocks until it is)."""
-    global _atexit_installed
-    state = _state()
-    with _lock:
-        if not state.started:
-            state.seam.start_background()
-            state.started = True
-            if not _atexit_installed:
-                atexit.register(_stop_at_exit)
-                _atexit_installed = True
-    return state.seam
+    return _process.running().seam
 
 
 def worker_seam() -> EventSeam:
@@ -93,71 +84,9 @@ def worker_seam() -> EventSeam:
 
 def build_seam(config: DjangoConfig) -> EventSeam:
     """An EventSeam for ``config`` whose session_factory is bound to ``settings.database_url``."""
-    url = config.settings.database_url
-    options: dict[str, Any] = {"pool_pre_ping": True}
-    if url.startswith("sqlite"):
-        options = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}}
-    sessions = sessionmaker(create_engine(url, **options), expire_on_commit=False)
-    return EventSeam(config.settings, config.contexts, session_factory=sessions)
+    return build_engine_seam(config.settings, config.contexts)
 
 
 def reset_seam() -> None:
     """Stop this process's EventSeam when it was started (its bus drains) and forget it."""
-    global _current
-    with _lock:
-        state, _current = _current, None
-    if state is None or state.pid != os.getpid():
-        return
-    try:
-        if state.started:
-            state.seam.stop()
-    finally:
-        engine = _engine_of(state.seam)
-        if engine is not None:
-            engine.dispose()
-
-
-def _state() -> _Current:
-    global _current
-    pid = os.getpid()
-    state = _current
-    if state is not None and state.pid == pid:
-        return state
-    _install_fork_hook()
-    with _lock:
-        if _current is None or _current.pid != pid:
-            config = load_config()
-            _current = _Current(pid, config, build_seam(config))
-        return _current
-
-
-def _stop_at_exit() -> None:
-    """Drain the started bus before the bridge's portal stops (atexit runs this first: LIFO)."""
-    try:
-        reset_seam()
-    except Exception as exc:  # exit goes on whatever happens; say what was lost
-        _log.error("eventseam.django.stop_failed", error=repr(exc))
-
-
-def _install_fork_hook() -> None:
-    """Once per process: a forked child gets a fresh lock (the parent's may be held)."""
-    global _fork_hook_installed
-    if not _fork_hook_installed:
-        _fork_hook_installed = True
-        os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _after_fork_in_child() -> None:
-    """Fresh lock; the parent's pooled connections are dropped without closing them (shared sockets)."""
-    global _lock
-    _lock = threading.Lock()
-    state = _current
-    engine = _engine_of(state.seam) if state is not None else None
-    if engine is not None:
-        engine.dispose(close=False)
-
-
-def _engine_of(seam: EventSeam) -> Engine | None:
-    factory: sessionmaker[Session] | None = seam.session_factory
-    bind = factory.kw.get("bind") if factory is not None else None
-    return bind if isinstance(bind, Engine) else None
+    _process.reset()

@@ -1,0 +1,96 @@
+"""``flask eventseam ...``: the eventseam CLI's commands on the app's settings, contexts and database."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+from sqlalchemy import select
+
+from engine.integrations.flask import get_state
+from outbox.flag_table import flags as flag_table
+from tests.flask.shop import db
+
+if TYPE_CHECKING:
+    from flask import Flask
+    from flask.testing import FlaskCliRunner
+
+
+@pytest.fixture
+def runner(app: Flask) -> FlaskCliRunner:
+    """Flask's CLI runner for the test app."""
+    return app.test_cli_runner()
+
+
+def flag_rows(app: Flask) -> list[tuple[str, str, str | None]]:
+    """(context, mode, updated_by) of the flag table, by context."""
+    with app.app_context():
+        query = select(flag_table.c.context, flag_table.c.mode, flag_table.c.updated_by)
+        return [tuple(row) for row in db.session.execute(query.order_by(flag_table.c.context))]
+
+
+def test_db_current_uses_the_apps_database(app: Flask, runner: FlaskCliRunner) -> None:
+    """`flask eventseam db current` reads the schema of Flask-SQLAlchemy's database."""
+    result = runner.invoke(args=["eventseam", "db", "current"])
+    assert result.exit_code == 0, result.output
+    assert "(head)" in result.output
+    url = get_state(app).engine.url
+    assert (url.database or "") in result.output
+
+
+def test_flags_set_show_clear_on_the_apps_contexts(app: Flask, runner: FlaskCliRunner) -> None:
+    """`flask eventseam flags` flips a mode in the app's database and lists the app's contexts."""
+    result = runner.invoke(args=["eventseam", "flags", "set", "orders", "dual", "--by", "tester"])
+    assert result.exit_code == 0, result.output
+    assert "orders: local -> dual" in result.output
+    assert flag_rows(app) == [("orders", "dual", "tester")]
+    shown = runner.invoke(args=["eventseam", "flags", "show"])
+    assert shown.exit_code == 0, shown.output
+    assert all(name in shown.output for name in ("orders", "billing", "audit"))
+    assert runner.invoke(args=["eventseam", "flags", "clear", "orders"]).exit_code == 0
+    assert flag_rows(app) == []
+
+
+def test_flags_refuse_an_unknown_context(app: Flask, runner: FlaskCliRunner) -> None:
+    """An unknown context exits with status 2, as `eventseam flags` does."""
+    result = runner.invoke(args=["eventseam", "flags", "set", "nope", "dual"])
+    assert result.exit_code == 2
+    assert "unknown context 'nope'" in result.output
+    assert flag_rows(app) == []
+
+
+def test_config_check_shows_where_each_setting_comes_from(
+    app: Flask, runner: FlaskCliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`config check` lists the contexts, the sources (app.config, Flask-SQLAlchemy) and unknown variables."""
+    monkeypatch.setenv("EVENTSEAM_KAFKA_BOOTSTRAP", "typo")
+    result = runner.invoke(args=["eventseam", "config", "check"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "Bounded contexts: orders, billing, audit" in result.output
+    lines = result.output.splitlines()
+    assert any("bus.max_attempts" in line and "app.config" in line for line in lines)
+    assert any("database_url" in line and "Flask-SQLAlchemy" in line for line in lines)
+    assert "W001 environment variable EVENTSEAM_KAFKA_BOOTSTRAP" in result.output
+    assert "Settings are valid." in result.output
+
+
+def test_relay_without_brokers_says_how_to_configure_them(runner: FlaskCliRunner) -> None:
+    """`flask eventseam relay` without bootstrap servers exits 1 naming the app.config key."""
+    result = runner.invoke(args=["eventseam", "relay"])
+    assert result.exit_code == 1
+    assert "EVENTSEAM_KAFKA" in result.output
+
+
+def test_worker_refuses_an_unknown_context(runner: FlaskCliRunner) -> None:
+    """`flask eventseam worker` loads the app's contexts and refuses one it does not declare."""
+    result = runner.invoke(args=["eventseam", "worker", "--context", "nope"])
+    assert result.exit_code == 2
+    assert "nope" in result.output
+
+
+def test_group_lists_the_commands(runner: FlaskCliRunner) -> None:
+    """`flask eventseam --help` lists the wrapped commands."""
+    result = runner.invoke(args=["eventseam", "--help"])
+    assert result.exit_code == 0
+    for name in ("config", "db", "flags", "outbox", "relay", "worker"):
+        assert name in result.output
