@@ -84,6 +84,7 @@ class _Worker:
         "sequence",
         "space",
         "store",
+        "subscription",
         "unapplied",
         "wake",
     )
@@ -91,6 +92,7 @@ class _Worker:
     def __init__(
         self, subscription: Subscription, policy: RetryPolicy, store: DeadLetterStore
     ) -> None:
+        self.subscription = subscription
         self.name = subscription.name
         self.event_types = subscription.event_types
         self.handle = subscription.handle
@@ -323,6 +325,11 @@ class Bus:
     def settings(self) -> BusSettings:
         """The settings this bus was built with."""
         return self._settings
+
+    @property
+    def subscriptions(self) -> list[Subscription]:
+        """The subscriptions this bus dispatches to, one worker each."""
+        return [worker.subscription for worker in self._workers.values()]
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run one worker per subscription until ``aclose``; start it with ``TaskGroup.start``.

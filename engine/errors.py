@@ -18,6 +18,7 @@
     ├── BridgeError               a blocking/loop-only API is called from the wrong thread
     ├── UnknownDeadLetterError    a dead-letter id that the store does not hold
     ├── BusClosedError            the bus is not running, or is shutting down
+    ├── ConsumeError              the Kafka consumer cannot reach the broker or is refused (retriable)
     └── SettingsError             settings are invalid (unknown context, unknown mode)
 
 Every class carries what went wrong as attributes, so callers never parse messages.
@@ -173,6 +174,19 @@ class UnknownDeadLetterError(EngineError, KeyError):
 
 class BusClosedError(EngineError):
     """Raised when events are handed to a bus that is not running or is shutting down."""
+
+
+class ConsumeError(EngineError):
+    """Raised by engine.consumer.KafkaConsumer when the broker cannot be reached or refuses.
+
+    Retriable: the consumer runner backs off and tries again; it never exits because of it.
+    """
+
+    retriable = True
+
+    def __init__(self, group_id: str, reason: str) -> None:
+        self.group_id, self.reason = group_id, reason
+        super().__init__(f"consumer group {group_id!r}: {reason}")
 
 
 class SettingsError(EngineError, ValueError):

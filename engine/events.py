@@ -88,13 +88,17 @@ class DomainEvent(BaseModel):
             )
         cls.event_name, cls.event_version = name, version
 
-    def __init__(self, /, **data: Any) -> None:
+    def model_post_init(self, context: Any, /) -> None:
+        """Refuse instances of abstract bases (no wire name).
+
+        A hook rather than an ``__init__`` override: pydantic validates twice when a model
+        overrides ``__init__`` (once in ``model_validate``, once more in the custom ``__init__``).
+        """
         if not type(self).event_name:
             raise EventDefinitionError(
                 f"{type(self).__qualname__} has no wire name; declare it with "
                 f'class {type(self).__name__}(DomainEvent, name="context.{type(self).__name__}", version=1)'
             )
-        super().__init__(**data)
 
     @field_validator("occurred_at")
     @classmethod

@@ -131,7 +131,7 @@ class HandlerContext:
             self._unit = self._stack.enter_context(self._host.transaction())
         return self._unit
 
-    def _write_follow_ups(self) -> None:
+    def write_follow_ups(self) -> None:
         """Async handlers: write buffered follow-ups in a transaction of their own (in a thread)."""
         with self._host.transaction() as unit:
             unit.publish(*self._follow_ups, context=self.context)
@@ -234,4 +234,4 @@ async def _call_async_with_context(
     context = HandlerContext(spec, event, attempt, host, None)
     await spec.function(event, context)  # type: ignore[misc]  # is_async: a coroutine
     if context._follow_ups:
-        await anyio.to_thread.run_sync(context._write_follow_ups)
+        await anyio.to_thread.run_sync(context.write_follow_ups)

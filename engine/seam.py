@@ -130,7 +130,10 @@ class EventSeam:
         self.registry.register_all(self.contexts.event_types())
         self.session_factory = session_factory
         self._bridge = bridge
-        subscriptions = [subscription_for(s, self, middlewares) for s in self.contexts.handlers()]
+        in_process = [name for name in self.contexts.names() if name not in settings.detached]
+        subscriptions = [
+            subscription_for(spec, self, middlewares) for spec in self.contexts.handlers(in_process)
+        ]
         self.bus = Bus(subscriptions, settings.bus, dead_letters)
         self._loop: _Loop | None = None
         self._background: Future[None] | None = None
@@ -355,7 +358,7 @@ def _sync_target(target: AsyncSession | AsyncConnection) -> Session | Connection
 
 def _check_settings(settings: EventSeamSettings, contexts: ContextMap) -> None:
     """Raise SettingsError when per-context settings name a context that does not exist."""
-    for section in ("contexts", "topics"):
+    for section in ("contexts", "topics", "detached"):
         unknown = sorted(set(getattr(settings, section)) - set(contexts.names()))
         if unknown:
             raise SettingsError(

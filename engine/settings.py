@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -102,6 +102,41 @@ class RelaySettings(_Section):
     topic_prefix: str = Field("eventseam.", description="prepended to every topic name")
 
 
+class ConsumerSettings(_Section):
+    """Kafka consumer runner (``eventseam worker``): groups, retries, dead-letter topic, fetches.
+
+    ``dlq_topic_template`` fields: ``prefix`` (RelaySettings.topic_prefix), ``handler`` (durable
+    name), ``context`` (the handler's context) and ``topic`` (the record's topic).
+    """
+
+    group_prefix: str = Field("eventseam.", description="consumer group id = prefix + handler name")
+    max_attempts: int = Field(5, ge=1, description="handler attempts before the dead-letter topic")
+    backoff_initial: float = Field(0.2, gt=0, description="seconds before the first retry")
+    backoff_max: float = Field(10.0, gt=0, description="cap on the delay between retries")
+    session_timeout_ms: int = Field(10_000, ge=1_000)
+    heartbeat_interval_ms: int = Field(3_000, ge=100)
+    max_poll_interval_ms: int = Field(300_000, ge=1_000)
+    fetch_max_wait_ms: int = Field(
+        100, ge=1, description="the bundled broker holds every fetch this long"
+    )
+    max_poll_records: int = Field(
+        500, ge=1, description="records handled per batch (one transaction)"
+    )
+    max_partition_fetch_bytes: int = Field(1_048_576, ge=1_024)
+    fetch_max_bytes: int = Field(16 * 1_048_576, ge=1_024)
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        "earliest",
+        description="where a new group starts (earliest: the inbox absorbs what was applied)",
+    )
+    dlq_topic_template: str = Field("{prefix}dlq.{handler}", description="dead-letter topic name")
+
+    @model_validator(mode="after")
+    def _heartbeat_below_session(self) -> ConsumerSettings:
+        if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
+            raise ValueError("heartbeat_interval_ms must be at most a third of session_timeout_ms")
+        return self
+
+
 class EventSeamSettings(BaseSettings):
     """Every setting of eventseam. Frozen: read once at start-up."""
 
@@ -132,6 +167,11 @@ class EventSeamSettings(BaseSettings):
     bus: BusSettings = BusSettings()
     kafka: KafkaSettings = KafkaSettings()
     relay: RelaySettings = RelaySettings()
+    consumer: ConsumerSettings = ConsumerSettings()
+    detached: list[str] = Field(
+        default_factory=list,
+        description="contexts whose handlers run in their own process (eventseam worker), not in this one",
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -13,6 +13,7 @@ COMMANDS: dict[str, str] = {
     "db": "engine.cli.db:db",
     "relay": "engine.cli.relay:relay",
     "outbox": "engine.cli.outbox:outbox",
+    "worker": "engine.cli.worker:worker",
     "flags": "engine.cli.flags:flags",
 }
 

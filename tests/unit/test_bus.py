@@ -11,8 +11,8 @@ import anyio
 import pytest
 
 from engine.bus import Bus
-from engine.dead_letters import InMemoryDeadLetterStore, UnknownDeadLetterError
-from engine.errors import BridgeError, BusClosedError, HandlerError
+from engine.dead_letters import InMemoryDeadLetterStore
+from engine.errors import BridgeError, BusClosedError, HandlerError, UnknownDeadLetterError
 from engine.events import DomainEvent
 from engine.settings import BusSettings
 from engine.types import Subscription

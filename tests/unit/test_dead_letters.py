@@ -10,9 +10,8 @@ from engine.dead_letters import (
     DeadLetter,
     DeadLetterStore,
     InMemoryDeadLetterStore,
-    UnknownDeadLetterError,
 )
-from engine.errors import EngineError
+from engine.errors import EngineError, UnknownDeadLetterError
 from engine.events import DomainEvent, new_event_id
 
 

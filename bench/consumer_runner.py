@@ -1,0 +1,418 @@
+"""Consumer-runner throughput (no-op handler, inbox on PostgreSQL) against raw aiokafka ``getmany``.
+
+    .venv/bin/python -m bench.consumer_runner [--events 50000] [--partitions 6] [--reps 3]
+                                              [--max-poll-records 500] [--out bench/results]
+
+One run: the bundled broker (or ``EVENTSEAM_BENCH_KAFKA``), one topic of ``--partitions``
+partitions filled once with ``--events`` records encoded by engine.codec (~200 B each: key,
+JSON value, CloudEvents headers), and a fresh PostgreSQL database. Then, ``--reps`` times and
+alternating, each in a subprocess of its own (so peak RSS is per phase), a fresh consumer group
+reads every record:
+
+    raw      AIOKafkaConsumer.getmany(max_records=M) in a loop, nothing else (no decode, no commit)
+    runner   ConsumerRunner with one sync no-op handler: decode + validate, inbox filter_new +
+             record_many on PostgreSQL in one transaction per batch, offset commit per batch
+
+Both use fetch_max_wait_ms=100 and max_poll_records=M. The clock starts when the first records
+reach user code (raw: the first non-empty getmany; runner: its consumer's first non-empty fetch)
+and stops when the last record was consumed (raw) or applied and committed (runner: its stats,
+polled every 2 ms); the group join before is not counted. The runner's inbox is emptied between
+repetitions. Reported: median events/s per phase, the ratio runner/raw (target >= 0.25) and each
+phase's peak RSS (``ru_maxrss`` of its subprocess). Not a timed test: numbers go to
+``bench/results/consumer_runner.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import sessionmaker
+
+from engine.codec import encode
+from engine.consumer import KafkaConsumer
+from engine.contexts import BoundedContext
+from engine.events import DomainEvent
+from engine.modes import Mode
+from engine.runner import ConsumerRunner
+from engine.seam import EventSeam
+from engine.settings import ConsumerSettings, EventSeamSettings, KafkaSettings, RelaySettings
+from outbox.bundled_broker import BundledBroker
+from outbox.inbox_table import inbox
+from outbox.kafka import KafkaTopicAdmin
+from outbox.table import metadata
+from outbox.topics import TopicSpec
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from engine.consumer import Record
+
+POSTGRES_ADMIN_URL: Final = os.environ.get(
+    "EVENTSEAM_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+FETCH_MAX_WAIT_MS: Final = 100
+TARGET_RATIO: Final = 0.25
+
+
+class MeterRead(DomainEvent, name="bench.MeterRead", version=1):
+    """A small event (~200 B on the wire with its headers)."""
+
+    meter: str
+    kwh: int
+
+
+source = BoundedContext("source", owns=[MeterRead])
+sink = BoundedContext("sink")
+
+
+@sink.handler(MeterRead, name="noop")
+def noop(event: MeterRead) -> None:
+    """Does nothing (the benchmark measures the runner around it)."""
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process, MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# -- phases (each runs in a subprocess of its own) ---------------------------------------------
+
+
+async def raw_phase(
+    bootstrap: str, topic: str, events: int, max_records: int
+) -> tuple[float, float]:
+    """Events per second and per CPU second of a bare getmany loop, first record to last."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"bench-raw-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        max_poll_records=max_records,
+    )
+    await consumer.start()
+    try:
+        count, started, cpu = 0, 0.0, 0.0
+        while count < events:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=max_records)
+            if batches and not started:
+                started, cpu = time.perf_counter(), time.process_time()
+            count += sum(len(records) for records in batches.values())
+        return count / (time.perf_counter() - started), count / (time.process_time() - cpu)
+    finally:
+        await consumer.stop()
+
+
+class _TimedConsumer(KafkaConsumer):
+    """KafkaConsumer noting when its first records reached the runner."""
+
+    first: float = 0.0
+    first_cpu: float = 0.0
+
+    async def fetch(self, wait: float) -> Sequence[Record]:
+        records = await super().fetch(wait)
+        if records and not _TimedConsumer.first:
+            _TimedConsumer.first, _TimedConsumer.first_cpu = (
+                time.perf_counter(),
+                time.process_time(),
+            )
+        return records
+
+
+async def runner_phase(
+    bootstrap: str, prefix: str, database_url: str, events: int, max_records: int
+) -> tuple[float, float]:
+    """Events per second and per CPU second of a ConsumerRunner (no-op handler, PostgreSQL inbox)."""
+    engine = create_engine(database_url)
+    settings = EventSeamSettings(
+        database_url=database_url,
+        kafka=KafkaSettings(bootstrap_servers=bootstrap, enable_idempotence="off"),
+        relay=RelaySettings(topic_prefix=prefix),
+        contexts={"source": Mode.BROKER},
+    )
+    seam = EventSeam(settings, [source, sink], session_factory=sessionmaker(engine))
+    options = ConsumerSettings(
+        group_prefix=f"bench-runner-{uuid.uuid4().hex[:8]}.",
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        max_poll_records=max_records,
+    )
+
+    def consumers(group_id: str, topics: Sequence[str]) -> KafkaConsumer:
+        return _TimedConsumer(settings.kafka, options, group_id=group_id, topics=topics)
+
+    runner = ConsumerRunner(seam, ["sink"], settings=options, consumers=consumers)
+    try:
+        async with anyio.create_task_group() as group:
+            await group.start(runner.run)
+            # Polled: the runner has no completion event; its stats count applied AND committed.
+            while runner.stats()["sink.noop"].applied < events:  # noqa: ASYNC110
+                await anyio.sleep(0.002)
+            ended, cpu = time.perf_counter(), time.process_time()
+            runner.stop()
+        return events / (ended - _TimedConsumer.first), events / (cpu - _TimedConsumer.first_cpu)
+    finally:
+        engine.dispose()
+
+
+def run_phase(arguments: argparse.Namespace) -> None:
+    """Subprocess entry: run one phase; print events_per_s, events_per_cpu_s, peak_rss_mib (JSON)."""
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+    if arguments.phase == "raw":
+        rate, cpu_rate = anyio.run(
+            raw_phase,
+            arguments.bootstrap,
+            f"{arguments.prefix}source",
+            arguments.events,
+            arguments.max_poll_records,
+        )
+    else:
+        rate, cpu_rate = anyio.run(
+            runner_phase,
+            arguments.bootstrap,
+            arguments.prefix,
+            arguments.database,
+            arguments.events,
+            arguments.max_poll_records,
+        )
+    result = {"events_per_s": rate, "events_per_cpu_s": cpu_rate, "peak_rss_mib": peak_rss_mib()}
+    print(json.dumps(result))
+
+
+# -- orchestration ----------------------------------------------------------------------------
+
+
+@contextmanager
+def bootstrap_servers() -> Iterator[str]:
+    """EVENTSEAM_BENCH_KAFKA, or a bundled broker started for this run."""
+    given = os.environ.get("EVENTSEAM_BENCH_KAFKA")
+    if given:
+        yield given
+        return
+    with BundledBroker() as broker:
+        yield broker.bootstrap_servers
+
+
+@contextmanager
+def fresh_database() -> Iterator[str]:
+    """A new PostgreSQL database with the eventseam tables; dropped afterwards."""
+    name = f"eventseam_bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    engine = create_engine(url)
+    metadata.create_all(engine)
+    engine.dispose()
+    try:
+        yield url
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+async def fill_topic(bootstrap: str, topic: str, partitions: int, events: int) -> int:
+    """Create ``topic`` and send ``events`` encoded MeterRead records; returns one record's size."""
+    admin = KafkaTopicAdmin(KafkaSettings(bootstrap_servers=bootstrap))
+    try:
+        await admin.create(TopicSpec(topic, partitions, 1))
+    finally:
+        await admin.aclose()
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, enable_idempotence=False, linger_ms=20, max_batch_size=1 << 20
+    )
+    await producer.start()
+    size = 0
+    try:
+        for start in range(0, events, 5_000):
+            futures = []
+            for n in range(start, min(events, start + 5_000)):
+                record = encode(
+                    MeterRead(
+                        aggregate_id=f"meter-{n % 997}", meter=f"m{n % 997}", kwh=n, source="source"
+                    )
+                )
+                size = record.size
+                futures.append(
+                    await producer.send(topic, record.value, key=record.key, headers=record.headers)
+                )
+            for future in futures:
+                await future
+    finally:
+        await producer.stop()
+    return size
+
+
+def spawn(
+    phase: str, arguments: argparse.Namespace, bootstrap: str, prefix: str, database: str
+) -> dict[str, float]:
+    """Run one phase in a subprocess and return its JSON result."""
+    command = [
+        sys.executable,
+        "-m",
+        "bench.consumer_runner",
+        "--phase",
+        phase,
+        "--bootstrap",
+        bootstrap,
+        "--prefix",
+        prefix,
+        "--database",
+        database,
+        "--events",
+        str(arguments.events),
+        "--max-poll-records",
+        str(arguments.max_poll_records),
+    ]
+    done = subprocess.run(
+        command,
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path.cwd())},
+    )
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def empty_inbox(database: str) -> None:
+    """Delete every inbox row (the next runner repetition applies everything again)."""
+    engine = create_engine(database)
+    with engine.begin() as connection:
+        connection.execute(inbox.delete())
+    engine.dispose()
+
+
+def measure(arguments: argparse.Namespace) -> dict[str, Any]:
+    """Fill the topic once; run raw and runner phases alternately; summarize."""
+    prefix = f"bench{uuid.uuid4().hex[:8]}."
+    runs: dict[str, list[dict[str, float]]] = {"raw": [], "runner": []}
+    with ExitStack() as stack:
+        bootstrap = stack.enter_context(bootstrap_servers())
+        database = stack.enter_context(fresh_database())
+        size = anyio.run(
+            fill_topic, bootstrap, f"{prefix}source", arguments.partitions, arguments.events
+        )
+        for _ in range(arguments.reps):
+            runs["raw"].append(spawn("raw", arguments, bootstrap, prefix, database))
+            runs["runner"].append(spawn("runner", arguments, bootstrap, prefix, database))
+            empty_inbox(database)
+
+    def median(phase: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs[phase])
+
+    ratios = [
+        runner["events_per_s"] / raw["events_per_s"]
+        for raw, runner in zip(runs["raw"], runs["runner"], strict=True)
+    ]
+    return {
+        "events": arguments.events,
+        "partitions": arguments.partitions,
+        "max_poll_records": arguments.max_poll_records,
+        "record_bytes": size,
+        "runs": runs,
+        "median_events_per_s": {phase: median(phase, "events_per_s") for phase in runs},
+        "median_events_per_cpu_s": {phase: median(phase, "events_per_cpu_s") for phase in runs},
+        "ratio": statistics.median(ratios),
+        "ratios": ratios,
+        "cpu_ratio": median("runner", "events_per_cpu_s") / median("raw", "events_per_cpu_s"),
+        "peak_rss_mib": {
+            phase: max(r["peak_rss_mib"] for r in results) for phase, results in runs.items()
+        },
+    }
+
+
+def report(result: dict[str, Any], command: str) -> str:
+    """The Markdown summary."""
+    median, per_cpu, rss = (
+        result["median_events_per_s"],
+        result["median_events_per_cpu_s"],
+        result["peak_rss_mib"],
+    )
+    verdict = "meets" if result["ratio"] >= TARGET_RATIO else "MISSES"
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    lines = [
+        "# Consumer runner vs raw aiokafka getmany",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Recorded {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.node()} ({os.cpu_count()} cores, "
+        f"load average at the end {load}), Python {platform.python_version()}, bundled Tansu broker, "
+        "PostgreSQL inbox (local server).",
+        f"{result['events']} records of {result['record_bytes']} B on {result['partitions']} partitions; "
+        f"max_poll_records={result['max_poll_records']}, fetch_max_wait_ms={FETCH_MAX_WAIT_MS}; "
+        f"{len(result['runs']['raw'])} alternating repetitions, each phase in a process of its own.",
+        "",
+        "| phase | events/s (median) | all runs | events per CPU-second (median) | peak RSS |",
+        "| --- | ---: | --- | ---: | ---: |",
+    ]
+    for phase in ("raw", "runner"):
+        runs = ", ".join(f"{r['events_per_s']:,.0f}" for r in result["runs"][phase])
+        lines.append(
+            f"| {phase} | {median[phase]:,.0f} | {runs} | {per_cpu[phase]:,.0f} | {rss[phase]:.0f} MiB |"
+        )
+    ratios = ", ".join(f"{ratio:.1%}" for ratio in result["ratios"])
+    lines += [
+        "",
+        f"Ratio runner / raw (median of the per-repetition ratios {ratios}): **{result['ratio']:.1%}** — "
+        f"{verdict} the 25 % target. Per CPU-second of this process: {result['cpu_ratio']:.1%} "
+        "(the PostgreSQL server's CPU is not counted).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse arguments; run one phase (subprocess) or the whole benchmark."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--max-poll-records", type=int, default=500)
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--phase", choices=["raw", "runner"], help=argparse.SUPPRESS)
+    parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
+    parser.add_argument("--prefix", help=argparse.SUPPRESS)
+    parser.add_argument("--database", help=argparse.SUPPRESS)
+    arguments = parser.parse_args(argv)
+    if arguments.phase:
+        run_phase(arguments)
+        return
+    command = shlex.join(
+        [".venv/bin/python", "-m", "bench.consumer_runner", *(argv or sys.argv[1:])]
+    )
+    result = measure(arguments)
+    arguments.out.mkdir(parents=True, exist_ok=True)
+    text_report = report(result, command)
+    (arguments.out / "consumer_runner.md").write_text(text_report)
+    print(text_report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""``eventseam worker --context NAME [--context ...]``: run contexts' handlers from Kafka.
+
+This is how a context is detached from the monolith: the same handler code, loaded from the
+application (``eventseam --app module:function``, an EventSeam), runs in its own process with
+one consumer group per handler (engine.runner.ConsumerRunner). The monolith must stop running
+those handlers locally (see the detach proposal in the runner's issue).
+
+The worker does not run the in-memory bus: events its handlers publish reach other contexts
+through the outbox and the relay only, so each chosen context that owns events must be in
+``broker`` mode (``local`` would keep them in this process, ``dual`` would pile them up in
+``EventSeam.undelivered``): other modes are refused.
+
+The first SIGTERM or SIGINT stops gracefully: every handler finishes the record in hand, commits
+its offsets and leaves its group; the process exits 0. A second signal stops at once (records in
+hand are redelivered; the inbox absorbs them). Exit status 2 for an unknown context, a context
+not in broker mode, or an application that cannot be loaded; 1 without Kafka bootstrap servers.
+This process configures structlog for itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+import anyio
+import click
+import structlog
+from sqlalchemy import Engine
+
+from engine.cli.relay import configure_logging
+from engine.contexts import ContextMap
+from engine.errors import SettingsError, UnknownContextError
+from engine.modes import Mode
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from engine.runner import ConsumerRunner, RunnerHost
+
+log = structlog.get_logger(__name__)
+
+USAGE_EXIT = 2
+
+
+@click.command()
+@click.option(
+    "--context",
+    "contexts",
+    multiple=True,
+    required=True,
+    help="a context whose handlers this worker runs (repeat for several)",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+@click.option("--json-logs", is_flag=True, help="Log JSON lines instead of human-readable ones.")
+@click.pass_context
+def worker(ctx: click.Context, contexts: tuple[str, ...], log_level: str, json_logs: bool) -> None:
+    """Run the handlers of each --context from Kafka until SIGTERM or SIGINT."""
+    configure_logging(log_level, json_logs=json_logs)
+    seam = load_app(ctx)
+    chosen = list(dict.fromkeys(contexts))
+    check_contexts(seam, chosen)
+    if not seam.settings.kafka.bootstrap_servers:
+        _fail("no Kafka bootstrap servers: set EVENTSEAM_KAFKA__BOOTSTRAP_SERVERS", 1)
+    from engine.runner import ConsumerRunner
+
+    try:
+        runner = ConsumerRunner(seam, chosen)
+    except SettingsError as exc:
+        _fail(str(exc))
+    try:
+        anyio.run(serve, runner, backend="asyncio")
+    finally:
+        factory = seam.session_factory
+        bind = factory.kw.get("bind") if factory is not None else None
+        if isinstance(bind, Engine):
+            bind.dispose()
+
+
+def load_app(ctx: click.Context) -> RunnerHost:
+    """The EventSeam built by the application factory named by ``eventseam --app``."""
+    app_path = ctx.obj.get("app_path") if isinstance(ctx.obj, dict) else None
+    if not app_path:
+        _fail("no application: pass `eventseam --app module:function`")
+    module_name, _, attribute = str(app_path).partition(":")
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError, ValueError) as exc:
+        _fail(f"cannot load the application {app_path!r}: {exc}")
+    app = factory()
+    missing = [
+        name
+        for name in ("settings", "registry", "session_factory", "publish", "check_publish")
+        if not hasattr(app, name)
+    ]
+    if missing or not isinstance(getattr(app, "contexts", None), ContextMap):
+        _fail(
+            f"the application from {app_path!r} is not an EventSeam "
+            f"(missing {missing or 'contexts'})"
+        )
+    seam: RunnerHost = app
+    return seam
+
+
+def check_contexts(seam: RunnerHost, contexts: Sequence[str]) -> None:
+    """Exit 2 for an unknown context, or one that owns events and is not in ``broker`` mode."""
+    for name in contexts:
+        try:
+            context = seam.contexts[name]
+        except UnknownContextError as exc:
+            _fail(str(exc))
+        mode = seam.settings.mode_of(name)
+        if context.owns and mode is not Mode.BROKER:
+            _fail(
+                f"context {name!r} is in {mode.value} mode: this worker runs no in-memory bus, so "
+                "the events its handlers publish must go through the outbox only; "
+                f"set EVENTSEAM_CONTEXTS__{name.upper()}=broker"
+            )
+
+
+async def serve(runner: ConsumerRunner) -> None:
+    """Run ``runner`` until a signal stops it."""
+    async with anyio.create_task_group() as group:
+        group.start_soon(_stop_on_signals, runner, group.cancel_scope)
+        await runner.run()
+        group.cancel_scope.cancel()
+
+
+async def _stop_on_signals(runner: ConsumerRunner, scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        stopping = False
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if stopping:
+                log.warning("worker.stopping_now", signal=name)
+                scope.cancel()
+                return
+            stopping = True
+            log.info("worker.stopping", signal=name)
+            runner.stop()
+
+
+def _fail(message: str, code: int = USAGE_EXIT) -> NoReturn:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)

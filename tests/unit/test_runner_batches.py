@@ -1,0 +1,284 @@
+"""ConsumerRunner with a fake consumer and dead-letter publisher: batching, isolation, retries, commits, lag."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import pytest
+from sqlalchemy import Engine, create_engine, func, select
+from sqlalchemy.orm import sessionmaker
+
+from engine.codec import encode
+from engine.contexts import BoundedContext
+from engine.dead_letter_topic import HANDLER_FAILED, read_dead_letter
+from engine.events import DomainEvent
+from engine.modes import Mode
+from engine.runner import ConsumerRunner
+from engine.seam import EventSeam
+from engine.settings import ConsumerSettings, EventSeamSettings, RelaySettings
+from outbox.inbox_table import inbox
+from outbox.table import metadata
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+    from pathlib import Path
+
+    from engine.consumer import Partition, RebalanceHooks
+    from engine.handler_context import HandlerContext
+    from engine.types import Message
+
+pytestmark = pytest.mark.anyio
+
+TOPIC = "unit.hub"
+
+
+class SpokeTurned(DomainEvent, name="unit.SpokeTurned", version=1):
+    """The event the unit runner consumes."""
+
+    n: int
+    fail_times: int = 0
+
+
+hub = BoundedContext("hub", owns=[SpokeTurned])
+wheel = BoundedContext("wheel")
+handled: list[tuple[int, int]] = []
+FAILED: Counter[int] = Counter()
+
+
+@wheel.handler(SpokeTurned, name="count_spoke")
+def count_spoke(event: SpokeTurned, ctx: HandlerContext) -> None:
+    """Record (n, attempt); fail the first ``fail_times`` attempts of the event."""
+    if FAILED[event.n] < event.fail_times:
+        FAILED[event.n] += 1
+        raise ValueError(f"spoke {event.n} slipped")
+    handled.append((event.n, ctx.attempt))
+
+
+@dataclass(frozen=True)
+class FakeRecord:
+    """A fetched record."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    timestamp: int = 0
+
+
+@dataclass
+class FakeConsumer:
+    """A GroupConsumer serving queued batches from partition 0 and remembering commits."""
+
+    group_id: str
+    batches: list[list[FakeRecord]] = field(default_factory=list)
+    commits: list[dict[Partition, int]] = field(default_factory=list)
+    hooks: RebalanceHooks | None = None
+    closed: bool = False
+    fetched: int = 0
+
+    async def start(self, hooks: RebalanceHooks) -> None:
+        self.hooks = hooks
+        await hooks.partitions_assigned({(TOPIC, 0)})
+
+    async def fetch(self, wait: float) -> Sequence[FakeRecord]:
+        if self.batches:
+            batch = self.batches.pop(0)
+            self.fetched = batch[-1].offset + 1
+            return batch
+        await anyio.sleep(0.005)
+        return []
+
+    async def commit(self, offsets: Mapping[Partition, int]) -> bool:
+        self.commits.append(dict(offsets))
+        return True
+
+    def assignment(self) -> set[Partition]:
+        return {(TOPIC, 0)}
+
+    def highwater(self, partition: Partition) -> int | None:
+        return 10
+
+    def position(self, partition: Partition) -> int | None:
+        return self.fetched
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+@dataclass
+class FakePublisher:
+    """Collects dead-letter records."""
+
+    sent: list[tuple[str, Message]] = field(default_factory=list)
+
+    async def publish(self, topic: str, *messages: Message) -> None:
+        self.sent.extend((topic, message) for message in messages)
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    """A SQLite database with the eventseam tables; handler bookkeeping reset."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'unit.db'}")
+    metadata.create_all(engine)
+    handled.clear()
+    FAILED.clear()
+    yield engine
+    engine.dispose()
+
+
+def records(*events: SpokeTurned, start: int = 0) -> list[FakeRecord]:
+    """``events`` as consecutive records of partition 0."""
+    result = []
+    for offset, event in enumerate(events, start):
+        encoded = encode(event)
+        result.append(FakeRecord(TOPIC, 0, offset, encoded.key, encoded.value, encoded.headers))
+    return result
+
+
+def spoke(n: int, fail_times: int = 0) -> SpokeTurned:
+    """A SpokeTurned from hub."""
+    return SpokeTurned(aggregate_id=f"s{n}", n=n, fail_times=fail_times, source="hub")
+
+
+@asynccontextmanager
+async def running(
+    engine: Engine, batches: list[list[FakeRecord]], **overrides: Any
+) -> AsyncIterator[tuple[ConsumerRunner, FakeConsumer, FakePublisher]]:
+    """A runner over a FakeConsumer holding ``batches``; stopped on exit."""
+    settings = EventSeamSettings(
+        relay=RelaySettings(topic_prefix="unit."), contexts={"hub": Mode.BROKER}
+    )
+    seam = EventSeam(settings, [hub, wheel], session_factory=sessionmaker(engine))
+    values: dict[str, Any] = {
+        "max_attempts": 3,
+        "backoff_initial": 0.001,
+        "backoff_max": 0.002,
+        **overrides,
+    }
+    consumers: list[FakeConsumer] = []
+
+    def factory(group_id: str, topics: Sequence[str]) -> FakeConsumer:
+        assert list(topics) == [TOPIC]
+        consumers.append(FakeConsumer(group_id, list(batches)))
+        return consumers[-1]
+
+    async def no_topics(topic: str, context: str) -> None:
+        return None
+
+    publisher = FakePublisher()
+    runner = ConsumerRunner(
+        seam,
+        ["wheel"],
+        settings=ConsumerSettings(**values),
+        consumers=factory,
+        dead_letters=publisher,
+        create_topics=no_topics,
+    )
+    async with anyio.create_task_group() as group:
+        await group.start(runner.run)
+        yield runner, consumers[0], publisher
+        runner.stop()
+
+
+async def settle(condition: Any, within: float = 10.0) -> None:
+    """Poll ``condition()`` until truthy (fails after ``within`` seconds)."""
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, f"not reached: {condition}"
+        await anyio.sleep(0.005)
+
+
+def recorded(engine: Engine) -> int:
+    """Inbox rows of wheel.count_spoke."""
+    with engine.connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(inbox)).scalar_one())
+
+
+async def test_batch_is_applied_and_committed_after_handling(engine: Engine) -> None:
+    """A clean batch is applied in order, recorded in the inbox and committed past its last offset."""
+    async with running(engine, [records(*(spoke(n) for n in range(5)))]) as (runner, consumer, _):
+        await settle(lambda: consumer.commits)
+        assert runner.stats()["wheel.count_spoke"].applied == 5
+    assert handled == [(n, 1) for n in range(5)]
+    assert recorded(engine) == 5
+    assert consumer.commits == [{(TOPIC, 0): 5}]
+    assert consumer.closed
+
+
+async def test_transient_failure_is_isolated_and_retried(engine: Engine) -> None:
+    """A failure inside a batch rolls it back, the events before it run one by one, the failing one succeeds on attempt 2."""
+    batch = records(spoke(0), spoke(1), spoke(2, fail_times=1), spoke(3), spoke(4))
+    async with running(engine, [batch]) as (runner, consumer, publisher):
+        await settle(lambda: consumer.commits)
+        stats = runner.stats()["wheel.count_spoke"]
+    # 0 and 1 ran in the rolled-back batch, then one by one; 2 failed on attempt 1 in the batch.
+    assert handled == [(0, 1), (1, 1), (0, 1), (1, 1), (2, 2), (3, 1), (4, 1)]
+    assert (stats.applied, stats.failures, stats.dead_lettered) == (5, 1, 0)
+    assert recorded(engine) == 5
+    assert not publisher.sent
+    assert consumer.commits == [{(TOPIC, 0): 5}]
+
+
+async def test_poison_event_is_dead_lettered_after_max_attempts(engine: Engine) -> None:
+    """An event failing every attempt is tried max_attempts times, dead-lettered once, and its neighbours are applied."""
+    batch = records(spoke(0), spoke(1, fail_times=99), spoke(2))
+    async with running(engine, [batch], max_attempts=4) as (runner, consumer, publisher):
+        await settle(lambda: consumer.commits)
+        stats = runner.stats()["wheel.count_spoke"]
+    assert FAILED[1] == 4
+    assert [n for n, _ in handled] == [0, 0, 2]  # 0 again after the batch rolled back
+    assert (stats.applied, stats.dead_lettered) == (2, 1)
+    [(topic, message)] = publisher.sent
+    info = read_dead_letter(message.headers)
+    assert topic == "unit.dlq.wheel.count_spoke"
+    assert (info.reason, info.attempts, info.original_offset, info.exception_type) == (
+        HANDLER_FAILED,
+        4,
+        1,
+        "ValueError",
+    )
+    assert message.value == batch[1].value
+    assert message.key == batch[1].key
+    assert consumer.commits == [{(TOPIC, 0): 3}]
+
+
+async def test_stop_during_retry_commits_only_up_to_the_open_record(engine: Engine) -> None:
+    """Stopping while an event waits for its retry commits the offsets before it, never past it."""
+    batch = records(spoke(0), spoke(1), spoke(2, fail_times=99), spoke(3))
+    async with running(engine, [batch], max_attempts=5, backoff_initial=30.0, backoff_max=30.0) as (
+        runner,
+        consumer,
+        _,
+    ):
+        await settle(lambda: runner.stats()["wheel.count_spoke"].failures == 1)
+    assert consumer.commits == [{(TOPIC, 0): 2}]
+    assert [n for n, _ in handled] == [0, 1, 0, 1]
+    assert recorded(engine) == 2
+
+
+async def test_redelivered_records_are_skipped(engine: Engine) -> None:
+    """The same records delivered twice (two fetches) are applied once; the second time they count as skipped."""
+    batch = records(spoke(0), spoke(1))
+    again = [
+        FakeRecord(r.topic, r.partition, r.offset + 2, r.key, r.value, r.headers) for r in batch
+    ]
+    async with running(engine, [batch, again]) as (runner, consumer, _):
+        await settle(lambda: len(consumer.commits) == 2)
+        stats = runner.stats()["wheel.count_spoke"]
+    assert (stats.applied, stats.skipped) == (2, 2)
+    assert handled == [(0, 1), (1, 1)]
+    assert consumer.commits[-1] == {(TOPIC, 0): 4}
+
+
+async def test_lag_counts_records_not_handled(engine: Engine) -> None:
+    """lag() is highwater minus the next offset to handle, per assigned partition."""
+    async with running(engine, [records(spoke(0), spoke(1), spoke(2))]) as (runner, consumer, _):
+        await settle(lambda: consumer.commits)
+        assert runner.lag() == {"wheel.count_spoke": {(TOPIC, 0): 7}}
