@@ -35,6 +35,7 @@ INVALID_SETTINGS_EXIT = 2
 _SECRET_WORDS = ("password", "secret", "token")
 _MASK = "**********"
 
+
 @click.group()
 def config() -> None:
     """Inspect eventseam's settings."""

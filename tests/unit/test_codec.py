@@ -184,5 +184,7 @@ def test_decode_ignores_fields_a_newer_producer_added(registry: EventRegistry) -
     record = encode(shipped())
     value = json.dumps({**json.loads(record.value), "added_later": True}).encode()
     decoded = decode(registry, record.key, value, record.headers)
-    assert decoded == shipped().model_copy(update={"event_id": decoded.event_id, "occurred_at": decoded.occurred_at})
+    assert decoded == shipped().model_copy(
+        update={"event_id": decoded.event_id, "occurred_at": decoded.occurred_at}
+    )
     assert "added_later" not in decoded.model_dump()

@@ -143,7 +143,9 @@ def test_data_excludes_the_envelope() -> None:
 def test_unknown_fields_are_refused_on_construction() -> None:
     """A writer's misspelt field is an error, never silently dropped (closed for writers)."""
     with pytest.raises(ValidationError, match="added_in_v3"):
-        OrderPlaced.model_validate({"aggregate_id": "a", "order_id": "a", "total_cents": 1, "added_in_v3": True})
+        OrderPlaced.model_validate(
+            {"aggregate_id": "a", "order_id": "a", "total_cents": 1, "added_in_v3": True}
+        )
 
 
 def test_caused_stamps_correlation_and_causation() -> None:
