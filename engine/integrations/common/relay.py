@@ -27,8 +27,9 @@ def run_relay(
     """``eventseam relay`` with ``settings``: run the relay until SIGTERM or SIGINT.
 
     Without Kafka bootstrap servers it starts the bundled development broker when
-    ``bundled_broker``, else raises click.ClickException (exit status 1) with
-    ``missing_servers``: how to set them in the framework's settings.
+    ``bundled_broker`` (idempotence ``auto`` becomes ``off`` there), else raises
+    click.ClickException (exit status 1) with ``missing_servers``: how to set them in the
+    framework's settings.
     """
     if not settings.kafka.bootstrap_servers and not bundled_broker:
         raise click.ClickException(
@@ -47,5 +48,19 @@ def run_relay(
         _log.warning(
             "bundled_broker_started", bootstrap_servers=broker.bootstrap_servers, storage="memory"
         )
-        kafka = settings.kafka.model_copy(update={"bootstrap_servers": broker.bootstrap_servers})
-        anyio.run(serve, settings.model_copy(update={"kafka": kafka}), backend="asyncio")
+        anyio.run(
+            serve, _with_bundled_broker(settings, broker.bootstrap_servers), backend="asyncio"
+        )
+
+
+def _with_bundled_broker(settings: EventSeamSettings, bootstrap_servers: str) -> EventSeamSettings:
+    """``settings`` pointed at the bundled broker on ``bootstrap_servers``.
+
+    ``enable_idempotence="auto"`` becomes ``"off"``: the bundled broker refuses idempotent
+    producers (outbox.bundled_broker), and asking first only logs a fallback warning and an
+    aiokafka error line. An explicit ``"on"`` is kept (the relay then fails, as asked).
+    """
+    update: dict[str, object] = {"bootstrap_servers": bootstrap_servers}
+    if settings.kafka.enable_idempotence == "auto":
+        update["enable_idempotence"] = "off"
+    return settings.model_copy(update={"kafka": settings.kafka.model_copy(update=update)})

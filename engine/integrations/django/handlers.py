@@ -13,8 +13,9 @@ connections are closed before the handler runs and after it returns (``CONN_MAX_
 
 Follow-up events go through ``publish`` inside the handler's atomic block, stamped with
 ``event.caused(...)``: they commit with the handler's writes and are dispatched after that commit.
-(``HandlerContext.session``/``publish`` need a SQLAlchemy ``session_factory``, which the Django
-integration does not configure.) A handler that raises is retried by the bus, then dead-lettered.
+(``HandlerContext.session``/``publish`` work too: a SQLAlchemy Session of the handler's own
+transaction on ``database_url``, derived from DATABASES; engine.integrations.django.seam.) A
+handler that raises is retried by the bus, then dead-lettered.
 """
 
 from __future__ import annotations
