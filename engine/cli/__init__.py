@@ -14,6 +14,8 @@ COMMANDS: dict[str, str] = {
     "relay": "engine.cli.relay:relay",
     "outbox": "engine.cli.outbox:outbox",
     "worker": "engine.cli.worker:worker",
+    "contracts": "engine.cli.contracts:contracts",
+    "contexts": "engine.cli.contexts:contexts",
     "flags": "engine.cli.flags:flags",
 }
 
