@@ -78,6 +78,17 @@ def plan(count: int) -> list[Scenario]:
     return [_scenario(number, f"order-{number:0{width}d}") for number in range(1, count + 1)]
 
 
+def split(scenarios: list[Scenario], parts: int) -> list[list[Scenario]]:
+    """``scenarios`` in ``parts`` consecutive slices, as even as can be (the first ones longer)."""
+    size, extra = divmod(len(scenarios), parts)
+    slices, start = [], 0
+    for index in range(parts):
+        end = start + size + (1 if index < extra else 0)
+        slices.append(scenarios[start:end])
+        start = end
+    return slices
+
+
 def _scenario(number: int, order_id: str) -> Scenario:
     kind = CYCLE[(number - 1) % len(CYCLE)]
     customer = CUSTOMERS[(number - 1) % len(CUSTOMERS)]

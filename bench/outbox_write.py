@@ -3,17 +3,23 @@
     .venv/bin/python -m bench.outbox_write [--reps 9] [--txns 400] [--out bench/results]
 
 Per backend and entry point (Core ``Connection`` via ``engine.begin()``; ORM ``Session`` with
-``session.begin()`` and ``session.add``), four variants of the same business transaction
-(INSERT one order row, COMMIT):
+``session.begin()`` and ``session.add``), variants of the same business transaction (INSERT one
+order row, COMMIT):
 
-    no outbox    the business transaction alone (the baseline)
-    +0 events    plus ``outbox.writer.write(target, [], mode)`` (the transaction check only)
-    +1 event     plus stamping, encoding and writing 1 event (OrderPlaced)
-    +10 events   plus 10 events (OrderPlaced + 9 OrderLineAdded) for the same aggregate
+    no outbox               the business transaction alone (the baseline), on an engine that
+                            eventseam never touched (no event listeners: see Backend)
+    +0 events               plus ``outbox.writer.write(target, [], mode)`` (the check only), on
+                            the engine eventseam writes through (its listeners' cost shows here)
+    +1 event                plus stamping, encoding and writing 1 event (OrderPlaced)
+    +10 events              plus 10 events (OrderPlaced + 9 OrderLineAdded), one aggregate
+    +1 / +10 (immediate)    the same with ``WriteStrategy.IMMEDIATE`` (the INSERT at once)
 
-The timed part is the whole transaction including the publish cost (``model_copy`` to stamp the
-source, ``codec.encode``, ``writer.write`` = row building + one INSERT); building the event
-objects (the host's own code) is done before the clock starts. Variants are interleaved
+The plain variants write as ``EventSeam.publish`` does: ``WriteStrategy.AT_COMMIT`` (on psycopg 3
+the INSERT travels with the COMMIT; on SQLite it is the immediate INSERT, so the two SQLite
+variants differ only by noise). The timed part is the whole transaction including the publish
+cost (``model_copy`` to stamp the source, ``codec.encode``, ``writer.write`` = row building and
+the INSERT, now or with the COMMIT); building the event objects (the host's own code) is done
+before the clock starts. Variants are interleaved
 transaction by transaction (rounds of one transaction per variant, each round in a fresh
 random order so that no variant systematically follows another) and every transaction is
 timed on its own, so load bursts from other processes on the shared machine hit all variants
@@ -65,7 +71,7 @@ from engine.codec import encode
 from engine.events import DomainEvent
 from engine.modes import Mode
 from outbox import migrate
-from outbox.writer import build_rows, write
+from outbox.writer import WriteStrategy, build_rows, compiled_insert, write
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -73,8 +79,26 @@ if TYPE_CHECKING:
 POSTGRES_ADMIN_URL: Final = os.environ.get(
     "EVENTSEAM_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-VARIANTS: Final = ("no outbox", "+0 events", "+1 event", "+10 events")
-EVENTS_PER_VARIANT: Final = {"no outbox": None, "+0 events": 0, "+1 event": 1, "+10 events": 10}
+IMMEDIATE_1: Final = "+1 event (immediate)"
+IMMEDIATE_10: Final = "+10 events (immediate)"
+VARIANTS: Final = ("no outbox", "+0 events", "+1 event", "+10 events", IMMEDIATE_1, IMMEDIATE_10)
+EVENTS_PER_VARIANT: Final = {
+    "no outbox": None,
+    "+0 events": 0,
+    "+1 event": 1,
+    "+10 events": 10,
+    IMMEDIATE_1: 1,
+    IMMEDIATE_10: 10,
+}
+#: How each variant writes (no outbox: not at all).
+STRATEGIES: Final = {
+    "no outbox": None,
+    "+0 events": WriteStrategy.AT_COMMIT,
+    "+1 event": WriteStrategy.AT_COMMIT,
+    "+10 events": WriteStrategy.AT_COMMIT,
+    IMMEDIATE_1: WriteStrategy.IMMEDIATE,
+    IMMEDIATE_10: WriteStrategy.IMMEDIATE,
+}
 ENTRIES: Final = ("core", "orm")
 #: Targets from the issue (PostgreSQL): the overhead a variant may add to the baseline.
 TARGETS: Final = {"+1 event": 0.25, "+10 events": 0.60}
@@ -155,13 +179,17 @@ def make_job(event_count: int | None) -> Job:
     return Job(order_id, placed_at, events)
 
 
-def publish(target: Session | sqlalchemy.Connection, events: Sequence[DomainEvent]) -> None:
+def publish(
+    target: Session | sqlalchemy.Connection,
+    events: Sequence[DomainEvent],
+    strategy: WriteStrategy = WriteStrategy.AT_COMMIT,
+) -> None:
     """What EventSeam.publish does for the outbox: stamp the source, encode, write."""
     records = [encode(event.model_copy(update={"source": "orders"})) for event in events]
-    write(target, records, Mode.DUAL)
+    write(target, records, Mode.DUAL, strategy=strategy)
 
 
-def run_core(engine: Engine, job: Job, with_outbox: bool) -> None:
+def run_core(engine: Engine, job: Job, strategy: WriteStrategy | None) -> None:
     """One Core transaction: INSERT the order (+ publish), COMMIT."""
     with engine.begin() as connection:
         connection.execute(
@@ -173,31 +201,40 @@ def run_core(engine: Engine, job: Job, with_outbox: bool) -> None:
                 "placed_at": job.placed_at,
             },
         )
-        if with_outbox:
-            publish(connection, job.events)
+        if strategy is not None:
+            publish(connection, job.events, strategy)
 
 
-def run_orm(engine: Engine, job: Job, with_outbox: bool) -> None:
+def run_orm(engine: Engine, job: Job, strategy: WriteStrategy | None) -> None:
     """One ORM transaction: session.add(order) (+ publish), COMMIT (flushes the order)."""
     with Session(engine) as session, session.begin():
         session.add(
             Order(id=job.order_id, customer="c-1042", total_cents=12_990, placed_at=job.placed_at)
         )
-        if with_outbox:
-            publish(session, job.events)
+        if strategy is not None:
+            publish(session, job.events, strategy)
 
 
-RUNNERS: Final[dict[str, Callable[[Engine, Job, bool], None]]] = {"core": run_core, "orm": run_orm}
+RUNNERS: Final[dict[str, Callable[[Engine, Job, WriteStrategy | None], None]]] = {
+    "core": run_core,
+    "orm": run_orm,
+}
 
 
 @dataclass
 class Backend:
-    """A database under test and its engine."""
+    """A database under test, the engine eventseam writes through and one it never touches.
+
+    SQLAlchemy makes every transaction of an engine ~11 us slower once the engine has any event
+    listener, and eventseam adds its (engine.unit_of_work) at the first deferred write; the
+    baseline runs on ``plain`` so that this cost is counted in the overhead, not hidden in it.
+    """
 
     name: str
     url: str
     engine: Engine
     server: str
+    plain: Engine
 
 
 @contextmanager
@@ -209,8 +246,10 @@ def sqlite_backend() -> Iterator[Backend]:
         url = f"sqlite:///{Path(directory) / 'bench.db'}"
         engine = create_engine(url)
         try:
-            yield Backend("SQLite (file)", url, engine, f"SQLite {sqlite3.sqlite_version}")
+            plain = create_engine(url)
+            yield Backend("SQLite (file)", url, engine, f"SQLite {sqlite3.sqlite_version}", plain)
         finally:
+            plain.dispose()
             engine.dispose()
 
 
@@ -228,11 +267,12 @@ def postgres_backend() -> Iterator[Backend]:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    engine = create_engine(url)
+    engine, plain = create_engine(url), create_engine(url)
     try:
         shown = ", ".join(f"{k}={v}" for k, v in settings.items())
-        yield Backend("PostgreSQL", url, engine, f"PostgreSQL {version} ({shown})")
+        yield Backend("PostgreSQL", url, engine, f"PostgreSQL {version} ({shown})", plain)
     finally:
+        plain.dispose()
         engine.dispose()
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -252,16 +292,16 @@ def time_round_robin(backend: Backend, entry: str, txns: int) -> dict[str, dict[
     variants alike; returns each variant's median and mean seconds per transaction.
     """
     jobs = {v: [make_job(EVENTS_PER_VARIANT[v]) for _ in range(txns)] for v in VARIANTS}
-    with_outbox = {v: EVENTS_PER_VARIANT[v] is not None for v in VARIANTS}
     times: dict[str, list[float]] = {v: [] for v in VARIANTS}
-    run, engine, clock = RUNNERS[entry], backend.engine, time.perf_counter
+    run, clock = RUNNERS[entry], time.perf_counter
+    engines = {v: backend.plain if v == "no outbox" else backend.engine for v in VARIANTS}
     order, shuffle = list(VARIANTS), random.Random(f"{backend.name}/{entry}").shuffle
     gc.collect()
     for i in range(txns):
         shuffle(order)  # no variant keeps following another (a +10 transaction leaves work behind)
         for variant in order:
             start = clock()
-            run(engine, jobs[variant][i], with_outbox[variant])
+            run(engines[variant], jobs[variant][i], STRATEGIES[variant])
             times[variant].append(clock() - start)
     return {
         v: {"median": statistics.median(t), "mean": statistics.fmean(t)} for v, t in times.items()
@@ -321,14 +361,19 @@ PHASES: Final = ("BEGIN + business INSERT", "stamp + encode", "write()", "COMMIT
 
 
 def breakdown(backend: Backend, txns: int) -> dict[str, dict[str, float]]:
-    """Median microseconds of each phase of a Core transaction, per event count (0, 1, 10).
+    """Median microseconds of each phase of a Core transaction, per event count and strategy.
 
-    ``write()`` is row building plus the INSERT; ``build_rows`` (the row building alone, timed
-    apart on the same records) shows how that splits.
+    Keys are ``"<events> <strategy>"`` (0, 1 and 10 events; at_commit and immediate). For
+    ``immediate`` ``write()`` is row building plus the INSERT; for ``at_commit`` on psycopg it is
+    row building only and the INSERT is in ``COMMIT``. ``build_rows`` (the row building alone,
+    timed apart on the same records) shows how ``write()`` splits.
     """
     result: dict[str, dict[str, float]] = {}
     clock = time.perf_counter
-    for count in (0, 1, 10):
+    cases = [(0, WriteStrategy.AT_COMMIT)] + [
+        (count, strategy) for count in (1, 10) for strategy in WriteStrategy
+    ]
+    for count, strategy in cases:
         phases: dict[str, list[float]] = {name: [] for name in (*PHASES, "of which build_rows")}
         for job in [make_job(count) for _ in range(txns)]:
             values = {"id": job.order_id, "customer": "c-1042", "total_cents": 12_990}
@@ -339,7 +384,7 @@ def breakdown(backend: Backend, txns: int) -> dict[str, dict[str, float]]:
                 t1 = clock()
                 records = [encode(e.model_copy(update={"source": "orders"})) for e in job.events]
                 t2 = clock()
-                write(connection, records, Mode.DUAL)
+                write(connection, records, Mode.DUAL, strategy=strategy)
                 t3 = clock()
                 transaction.commit()
                 t4 = clock()
@@ -349,8 +394,92 @@ def breakdown(backend: Backend, txns: int) -> dict[str, dict[str, float]]:
                 phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, clock() - t5), strict=True
             ):
                 phases[name].append(took)
-        result[str(count)] = {name: statistics.median(v) * 1e6 for name, v in phases.items()}
+        key = f"{count} {strategy.value}"
+        result[key] = {name: statistics.median(v) * 1e6 for name, v in phases.items()}
     return result
+
+
+PROBES: Final = (
+    "round trip (SELECT 1)",
+    "outbox INSERT, 1 row",
+    "outbox INSERT, 10 rows",
+    "empty pipeline (enter + Sync)",
+)
+
+
+def probe(backend: Backend, txns: int) -> dict[str, float]:
+    """Median microseconds of raw psycopg operations inside a transaction (no SQLAlchemy).
+
+    What the outbox INSERT costs on the server and on the wire, apart from Python: a bare round
+    trip, the writer's 1-row and 10-row INSERTs (parameters built beforehand), and psycopg's
+    pipeline overhead. Interleaved like the variants; each transaction is rolled back.
+    """
+    rows = {n: _rows_of(make_job(n)) for n in (1, 10)}
+    statements = {n: compiled_insert(backend.engine.dialect, n) for n in (1, 10)}
+    times: dict[str, list[float]] = {name: [] for name in PROBES}
+    clock = time.perf_counter
+    with backend.engine.connect() as connection:
+        driver: Any = connection.connection.driver_connection
+        driver.rollback()
+        for i in range(txns):
+            for name in random.Random(i).sample(PROBES, len(PROBES)):
+                driver.execute("SELECT 1")  # the transaction is open before the clock starts
+                count = 10 if name.endswith("10 rows") else 1
+                parameters = statements[count].parameters([_fresh(r) for r in rows[count]])
+                start = clock()
+                if name.startswith("round trip"):
+                    driver.execute("SELECT 1")
+                elif name.startswith("outbox INSERT"):
+                    driver.execute(statements[count].sql, parameters)
+                else:
+                    with driver.pipeline():
+                        pass
+                times[name].append(clock() - start)
+                driver.rollback()
+    return {name: statistics.median(v) * 1e6 for name, v in times.items()}
+
+
+def round_trips(backend: Backend) -> dict[str, int]:
+    """Client waits (ReadyForQuery messages in libpq's trace) of one Core transaction per variant.
+
+    Load-independent: each is one network round trip, whatever the latency between the
+    application and PostgreSQL (here a loopback, elsewhere often 0.1-1 ms).
+    """
+    result: dict[str, int] = {}
+    for variant in ("no outbox", "+1 event", "+10 events", IMMEDIATE_1, IMMEDIATE_10):
+        job = make_job(EVENTS_PER_VARIANT[variant])
+        engine = backend.plain if variant == "no outbox" else backend.engine
+        strategy = STRATEGIES[variant]
+        with tempfile.TemporaryFile("w+") as trace, engine.connect() as connection:
+            pgconn = connection.connection.driver_connection.pgconn  # type: ignore[union-attr]
+            pgconn.trace(trace.fileno())
+            pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
+            with connection.begin():
+                connection.execute(
+                    _insert_order,
+                    {
+                        "id": job.order_id,
+                        "customer": "c",
+                        "total_cents": 1,
+                        "placed_at": job.placed_at,
+                    },
+                )
+                if strategy is not None:
+                    publish(connection, job.events, strategy)
+            pgconn.untrace()
+            trace.seek(0)
+            result[variant] = sum("ReadyForQuery" in line for line in trace)
+    return result
+
+
+def _rows_of(job: Job) -> list[tuple[Any, ...]]:
+    records = [encode(e.model_copy(update={"source": "orders"})) for e in job.events]
+    return [tuple(row.values()) for row in build_rows(records, Mode.DUAL)]
+
+
+def _fresh(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``row`` with a new event id (the column is unique)."""
+    return (uuid.uuid4(), *row[1:])
 
 
 def environment(backends: list[Backend]) -> dict[str, Any]:
@@ -406,19 +535,43 @@ def render_markdown(result: dict[str, Any]) -> str:
         "time of the variant / that of the baseline in the same repetition) - 1; *range* = smallest",
         "and largest of those per-repetition values; *overhead of the mean* = the same with mean",
         "times (what throughput sees, stalls included); *txn/s* = 1 / mean transaction time",
-        "(median over repetitions). The target verdict uses *overhead*.",
+        "(median over repetitions). The target verdict uses *overhead*. The baseline runs on an",
+        "engine eventseam never touched; every other variant on the engine it writes through, so",
+        "*+0 events* shows what eventseam's engine listeners (engine.unit_of_work) cost every",
+        "transaction of that engine, publishing or not.",
         "",
+        *render_before_after(result),
         "## Where the time goes (Core entry point, median us per phase)",
         "",
-        "| backend | events | " + " | ".join(PHASES) + " | of which build_rows |",
-        "| --- | ---: | " + " | ".join("---:" for _ in PHASES) + " | ---: |",
+        "| backend | events | strategy | " + " | ".join(PHASES) + " | of which build_rows |",
+        "| --- | ---: | --- | " + " | ".join("---:" for _ in PHASES) + " | ---: |",
         *(
-            f"| {backend} | {count} | "
+            f"| {backend} | {' | '.join(case.split(' '))} | "
             + " | ".join(f"{phases[name]:,.0f}" for name in (*PHASES, "of which build_rows"))
             + " |"
-            for backend, by_count in result["breakdown_us"].items()
-            for count, phases in by_count.items()
+            for backend, by_case in result["breakdown_us"].items()
+            for case, phases in by_case.items()
         ),
+        "",
+        "With ``at_commit`` on PostgreSQL, ``write()`` only builds the rows and ``COMMIT`` carries",
+        "the INSERT (one pipelined flight: INSERT + COMMIT + Sync).",
+        "",
+        "## Round trips per Core transaction (PostgreSQL, counted in libpq's trace)",
+        "",
+        "| " + " | ".join(result.get("round_trips") or {}) + " |",
+        "| " + " | ".join("---:" for _ in result.get("round_trips") or {}) + " |",
+        "| " + " | ".join(str(n) for n in (result.get("round_trips") or {}).values()) + " |",
+        "",
+        "psycopg sends BEGIN as a round trip of its own; each extra trip costs the network",
+        "latency between the application and PostgreSQL (a loopback here).",
+        "",
+        "## Raw psycopg costs inside a transaction (PostgreSQL, median us, no SQLAlchemy)",
+        "",
+        "| " + " | ".join(PROBES) + " |",
+        "| " + " | ".join("---:" for _ in PROBES) + " |",
+        "| " + " | ".join(f"{result['probe_us'][name]:,.0f}" for name in PROBES) + " |"
+        if result.get("probe_us")
+        else "| " + " | ".join("n/a" for _ in PROBES) + " |",
         "",
         "Method: see the docstring of `bench/outbox_write.py`. Events of one transaction share the",
         "order's aggregate id; building the event objects is outside the timed part; stamping,",
@@ -426,6 +579,55 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _before_summary(path: Path | None) -> dict[str, Any] | None:
+    """Command, date, load and overhead rows of an earlier run's JSON (``--before``)."""
+    if path is None:
+        return None
+    earlier = json.loads(path.read_text())
+    keys = ("command", "date", "reps", "txns", "load_before", "load_after", "rows")
+    return {key: earlier.get(key) for key in keys} | {"file": str(path)}
+
+
+def render_before_after(result: dict[str, Any]) -> list[str]:
+    """Markdown lines comparing this run's overheads with ``result["before"]`` (if given)."""
+    before = result.get("before")
+    if not before:
+        return []
+    earlier = {(r["backend"], r["entry"], r["variant"]): r for r in before["rows"]}
+    lines = [
+        "## Before / after",
+        "",
+        f"- Before: `{before['command']}` ({before['date']}, {before['reps']} x "
+        f"{before['txns']}, load {before['load_before']:.2f} / {before['load_after']:.2f}), "
+        f"from `{before['file']}`",
+        f"- After: this page's run ({result['date']})",
+        "",
+        "| backend | entry | variant | before: overhead (range) | after: overhead (range) | target |",
+        "| --- | --- | --- | ---: | ---: | --- |",
+    ]
+    for row in result["rows"]:
+        old = earlier.get((row["backend"], row["entry"], row["variant"]))
+        if old is None or row["variant"] == "no outbox":
+            continue
+        target = ""
+        if row["target"] is not None:
+            target = (
+                f"<= +{row['target'] * 100:.0f} %: {'met' if row['meets_target'] else 'NOT met'}"
+            )
+        lines.append(
+            f"| {row['backend']} | {row['entry']} | {row['variant']} | {_overhead(old)} | "
+            f"{_overhead(row)} | {target} |"
+        )
+    return [*lines, ""]
+
+
+def _overhead(row: dict[str, Any]) -> str:
+    return (
+        f"{row['overhead'] * 100:+.1f} % ({row['overhead_min'] * 100:+.0f} .. "
+        f"{row['overhead_max'] * 100:+.0f} %)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -440,6 +642,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--no-postgres", action="store_true", help="SQLite only (PostgreSQL is down)"
+    )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="outbox_write.json of an earlier run (e.g. the previous code) to compare with",
     )
     args = parser.parse_args(argv)
 
@@ -458,6 +665,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_before = os.getloadavg()[0]
         samples = measure(backends, args.reps, args.txns)
         phases = {b.name: breakdown(b, args.txns) for b in backends}
+        probes = {b.name: probe(b, args.txns) for b in backends if b.name == "PostgreSQL"}
+        trips = {b.name: round_trips(b) for b in backends if b.name == "PostgreSQL"}
         load_after = os.getloadavg()[0]
         env = environment(backends)
     command = shlex.join(
@@ -479,6 +688,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rows": summarize(samples),
         "breakdown_us": phases,
+        "probe_us": probes.get("PostgreSQL"),
+        "round_trips": trips.get("PostgreSQL"),
+        "before": _before_summary(args.before),
         "samples_s_per_txn": samples,
     }
     args.out.mkdir(parents=True, exist_ok=True)

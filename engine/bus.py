@@ -38,7 +38,9 @@ from typing import TYPE_CHECKING, Literal
 
 import anyio
 import structlog
+from structlog.contextvars import bound_contextvars
 
+from . import metrics
 from .dead_letters import DeadLetter, DeadLetterStore, InMemoryDeadLetterStore
 from .errors import BridgeError, BusClosedError, HandlerError
 from .retry import RetryPolicy
@@ -205,8 +207,9 @@ class _Worker:
         while queue:
             event = queue[0]
             attempts += 1
-            try:
-                await self.handle(event)
+            try:  # retries bind ``attempt``; first attempts (the hot path) bind nothing
+                with bound_contextvars(attempt=attempts):
+                    await self.handle(event)
             except Exception as exc:
                 if self._fail(aggregate, event, attempts, exc):
                     return
@@ -221,6 +224,8 @@ class _Worker:
         fields = {
             "event_id": str(event.event_id),
             "event_type": event.event_name,
+            "context": self.name.partition(".")[0],  # durable names are "<context>.<name>"
+            "correlation_id": str(event.correlation_id or event.event_id),
             "handler": self.name,
         }
         if self.policy.should_retry(attempts):
@@ -241,6 +246,7 @@ class _Worker:
         self.parked[aggregate].popleft()
         letter = DeadLetter.from_error(self.name, event, exc, attempts)
         self.store.add(letter)
+        metrics.record_dead_letter(self.name, metrics.BUS, "failed")
         _log.error(
             "bus.dead_lettered",
             **fields,
@@ -274,6 +280,7 @@ class _Worker:
         self.buffer.clear()
         for letter in letters:
             self.store.add(letter)
+        metrics.record_dead_letter(self.name, metrics.BUS, "shutdown", len(letters))
         return len(letters)
 
     def release_waiters(self) -> None:
@@ -542,5 +549,8 @@ class Bus:
             "bus.redelivered",
             dead_letter_id=str(letter.id),
             event_id=str(letter.event.event_id),
+            event_type=letter.event.event_name,
+            context=worker.name.partition(".")[0],
+            correlation_id=str(letter.event.correlation_id or letter.event.event_id),
             handler=worker.name,
         )

@@ -58,6 +58,18 @@ class DomainEvent(BaseModel):
     ``causation_id`` (set by the engine when a handler publishes a follow-up event), ``source``
     (the publishing context, set by the engine at publish time) and ``traceparent`` (W3C trace
     context, captured at publish time). Everything else is the event's data.
+
+    Content-model policy: closed for writers, open for readers.
+
+    - Writers are closed: the model rejects fields it does not declare (``extra="forbid"``), and
+      the contracts say so: every object schema that ``eventseam contracts dump`` writes for an
+      event (its own fields, as ``data()`` emits them) has ``additionalProperties: false``.
+    - Readers are open: ``engine.codec.decode`` drops top-level fields it does not know, so an
+      older consumer reads a newer producer's payload.
+    - ``eventseam contracts check`` proves, with jsoncompat, that every payload a committed
+      schema allows is valid under the current closed schema (backward). Adding an optional
+      field passes; removing or renaming a field, narrowing a type or adding a required field
+      fails. A breaking change is a new version plus an upcaster, never an edit in place.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=False)

@@ -17,6 +17,19 @@ Contract of ``subscription_for(spec, host)``:
   are buffered and written in a transaction of their own once it returns (dropped if it raises).
 * Follow-ups are stamped with causation/correlation (``DomainEvent.caused``) and checked for
   ownership by the handler's context when ``ctx.publish`` is called.
+* With ``inbox=True`` (EventSeam sets it whenever it has a database) the local path shares the
+  inbox (engine.inbox) with the Kafka path (engine.runner), as the runner does it: a sync
+  handler's transaction is opened before the handler runs; when the inbox already holds
+  ``(handler, event_id)`` the handler is not called. Otherwise it runs in that transaction
+  (``ctx.session``) and the inbox row is claimed after it returned: its writes, its follow-ups
+  and its inbox row commit together, or roll back together and the event is retried. When the
+  claim is lost (the other path committed the event meanwhile) the transaction rolls back and
+  the event counts as applied. Claiming last takes no write lock before the handler's own
+  writes (SQLite: a handler writing through another connection is not blocked). An async
+  handler runs unless the inbox holds the pair; then its inbox row and its buffered follow-ups
+  commit in one transaction (dropped when the claim is lost). So in ``dual`` mode each handler
+  applies each event once, whichever path comes first, and a flip between modes never applies
+  an event twice.
 * While the handler runs, ``current_handler()`` returns its durable name (in its worker thread
   too), and structlog contextvars hold event_id, event_type, context,
   correlation_id and handler. Extra middlewares (``Handler -> Handler``) wrap the handler inside
@@ -33,7 +46,8 @@ from typing import TYPE_CHECKING, Protocol
 import anyio.to_thread
 from structlog.contextvars import bound_contextvars
 
-from .errors import HandlerError
+from . import inbox as inbox_rows
+from .errors import EngineError, HandlerError
 from .types import Subscription
 
 if TYPE_CHECKING:
@@ -96,6 +110,7 @@ class HandlerContext:
         attempt: int,
         host: HandlerHost,
         stack: ExitStack | None,
+        unit: UnitOfWork | None = None,
     ) -> None:
         self.handler_name = spec.name
         self.context = spec.context
@@ -103,7 +118,7 @@ class HandlerContext:
         self.attempt = attempt
         self._host = host
         self._stack = stack
-        self._unit: UnitOfWork | None = None
+        self._unit: UnitOfWork | None = unit
         self._follow_ups: list[DomainEvent] = []
 
     @property
@@ -131,10 +146,17 @@ class HandlerContext:
             self._unit = self._stack.enter_context(self._host.transaction())
         return self._unit
 
-    def write_follow_ups(self) -> None:
-        """Async handlers: write buffered follow-ups in a transaction of their own (in a thread)."""
-        with self._host.transaction() as unit:
-            unit.publish(*self._follow_ups, context=self.context)
+    def write_follow_ups(self, unit: UnitOfWork | None = None) -> None:
+        """Async handlers: write buffered follow-ups in ``unit``, else a transaction of their own.
+
+        Blocking: call it in a worker thread.
+        """
+        if unit is not None:
+            if self._follow_ups:
+                unit.publish(*self._follow_ups, context=self.context)
+            return
+        with self._host.transaction() as own:
+            own.publish(*self._follow_ups, context=self.context)
 
 
 class _Attempts:
@@ -157,10 +179,21 @@ class _Attempts:
 
 
 def subscription_for(
-    spec: HandlerSpec, host: HandlerHost, middlewares: Sequence[Middleware] = ()
+    spec: HandlerSpec,
+    host: HandlerHost,
+    middlewares: Sequence[Middleware] = (),
+    *,
+    inbox: bool = False,
 ) -> Subscription:
-    """The bus Subscription running ``spec`` (see the module docstring for the contract)."""
-    handle = _async_handler(spec, host) if spec.is_async else _sync_handler(spec, host)
+    """The bus Subscription running ``spec`` (see the module docstring for the contract).
+
+    ``inbox``: claim ``(handler, event_id)`` in the host's database before applying (the host's
+    ``transaction()`` must reach the eventseam tables).
+    """
+    if spec.is_async:
+        handle = _async_handler(spec, host, inbox=inbox)
+    else:
+        handle = _sync_handler(spec, host, inbox=inbox)
     for middleware in reversed(middlewares):
         handle = middleware(handle)
     handle = bind_log_context(spec)(handle)
@@ -186,14 +219,15 @@ def bind_log_context(spec: HandlerSpec) -> Middleware:
     return middleware
 
 
-def _sync_handler(spec: HandlerSpec, host: HandlerHost) -> Handler:
+def _sync_handler(spec: HandlerSpec, host: HandlerHost, *, inbox: bool) -> Handler:
     attempts = _Attempts()
+    body = _run_sync_with_inbox if inbox else _run_sync
 
     async def handle(event: DomainEvent) -> None:
         attempt = attempts.begin(event)
         token = _handling.set(spec.name)
         try:
-            await anyio.to_thread.run_sync(_run_sync, spec, event, attempt, host)
+            await anyio.to_thread.run_sync(body, spec, event, attempt, host)
         finally:
             _handling.reset(token)
         attempts.succeeded(event)
@@ -210,14 +244,61 @@ def _run_sync(spec: HandlerSpec, event: DomainEvent, attempt: int, host: Handler
         spec.function(event, HandlerContext(spec, event, attempt, host, stack))
 
 
-def _async_handler(spec: HandlerSpec, host: HandlerHost) -> Handler:
+class _ClaimLostError(EngineError):
+    """The other path committed the event while this one applied it: roll this one back."""
+
+
+def _run_sync_with_inbox(
+    spec: HandlerSpec, event: DomainEvent, attempt: int, host: HandlerHost
+) -> None:
+    """``_run_sync`` in one transaction with the inbox: skip, or apply and claim (see above)."""
+    try:
+        with ExitStack() as stack:
+            unit = stack.enter_context(host.transaction())
+            if inbox_rows.already_applied(unit.session, spec.name, event.event_id):
+                return  # applied by the other path: the transaction ends empty
+            if spec.takes_context:
+                spec.function(event, HandlerContext(spec, event, attempt, host, stack, unit))
+            else:
+                spec.function(event)
+            if not _claim(unit, spec, event):
+                raise _ClaimLostError(spec.name)
+    except _ClaimLostError:
+        return
+
+
+def _claim(unit: UnitOfWork, spec: HandlerSpec, event: DomainEvent) -> bool:
+    """Insert the inbox row of (handler, event) in ``unit``; False when it exists already."""
+    return inbox_rows.claim(
+        unit.session, spec.name, event.event_id, event.event_name, context=event.source
+    )
+
+
+def _already_applied(host: HandlerHost, spec: HandlerSpec, event: DomainEvent) -> bool:
+    """True when the inbox holds (handler, event) (a read in a transaction of its own)."""
+    with host.transaction() as unit:
+        return inbox_rows.already_applied(unit.session, spec.name, event.event_id)
+
+
+def _record_async(
+    host: HandlerHost, spec: HandlerSpec, event: DomainEvent, context: HandlerContext | None
+) -> None:
+    """After an async handler returned: its inbox row and buffered follow-ups, one transaction."""
+    with host.transaction() as unit:
+        if _claim(unit, spec, event) and context is not None:
+            context.write_follow_ups(unit)
+
+
+def _async_handler(spec: HandlerSpec, host: HandlerHost, *, inbox: bool) -> Handler:
     attempts = _Attempts()
 
     async def handle(event: DomainEvent) -> None:
         attempt = attempts.begin(event)
         token = _handling.set(spec.name)
         try:
-            if spec.takes_context:
+            if inbox:
+                await _call_async_with_inbox(spec, event, attempt, host)
+            elif spec.takes_context:
                 await _call_async_with_context(spec, event, attempt, host)
             else:
                 await spec.function(event)  # type: ignore[misc]  # is_async: a coroutine
@@ -235,3 +316,18 @@ async def _call_async_with_context(
     await spec.function(event, context)  # type: ignore[misc]  # is_async: a coroutine
     if context._follow_ups:
         await anyio.to_thread.run_sync(context.write_follow_ups)
+
+
+async def _call_async_with_inbox(
+    spec: HandlerSpec, event: DomainEvent, attempt: int, host: HandlerHost
+) -> None:
+    """Skip an event the inbox holds; else run, then record the inbox row with the follow-ups."""
+    if await anyio.to_thread.run_sync(_already_applied, host, spec, event):
+        return
+    context: HandlerContext | None = None
+    if spec.takes_context:
+        context = HandlerContext(spec, event, attempt, host, None)
+        await spec.function(event, context)  # type: ignore[misc]  # is_async: a coroutine
+    else:
+        await spec.function(event)  # type: ignore[misc]  # is_async: a coroutine
+    await anyio.to_thread.run_sync(_record_async, host, spec, event, context)

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections import deque
 from contextlib import AsyncExitStack, ExitStack, nullcontext
 from dataclasses import dataclass, replace
@@ -60,7 +61,7 @@ from outbox.errors import PermanentPublishError, PublishError
 from outbox.kafka import KafkaPublisher, KafkaTopicAdmin
 from outbox.topics import TopicNamer, Topics
 
-from . import inbox
+from . import inbox, metrics
 from .codec import decode
 from .consumer import KafkaConsumer
 from .dead_letter_topic import HANDLER_FAILED, DeadLetterTopics, dead_letter_message
@@ -184,6 +185,7 @@ class _Applier:
             )
         self.spec, self._seam, self._sessions = spec, seam, seam.session_factory
         self._sqlite_lock = sqlite_lock
+        self._observe = metrics.handler_observer(spec.name, metrics.KAFKA)
 
     def apply_batch(self, events: Sequence[DomainEvent]) -> _BatchOutcome:
         """Apply the events not in the inbox, in order, and record them: one transaction."""
@@ -230,6 +232,14 @@ class _Applier:
         return self._sqlite_lock if session.get_bind().dialect.name == "sqlite" else nullcontext()
 
     def _invoke(self, event: DomainEvent, attempt: int, host: _Host, session: Session) -> None:
+        """``_call``, its duration observed (eventseam_handler_duration_seconds)."""
+        start = time.perf_counter()
+        try:
+            self._call(event, attempt, host, session)
+        finally:
+            self._observe(time.perf_counter() - start)
+
+    def _call(self, event: DomainEvent, attempt: int, host: _Host, session: Session) -> None:
         """Call the handler function once (see HandlerContext for what it may do)."""
         spec = self.spec
         bind_contextvars(
@@ -495,7 +505,13 @@ class _HandlerWorker:
                 )
             except _InboxUnavailableError as exc:
                 outages, error = outages + 1, None
-                self._log.warning("consumer.inbox_unavailable", error=str(exc), attempt=outages)
+                self._log.warning(
+                    "consumer.inbox_unavailable",
+                    **_event_ids(item.event),
+                    context=self.spec.context,
+                    error=str(exc),
+                    attempt=outages,
+                )
                 continue
             except Exception as exc:
                 attempt, error = attempt + 1, exc
@@ -510,6 +526,7 @@ class _HandlerWorker:
         topic = self._dlq_names(self.spec.name, self.spec.context, record.topic)
         group, failures, drop_value = self.consumer.group_id, 0, False
         build = functools.partial(dead_letter_message, record, reason=reason, attempts=attempts)
+        ids = {**_record_ids(record), "context": self.spec.context}
         while True:
             message = build(handler=self.spec.name, group=group, error=error, drop_value=drop_value)
             try:
@@ -520,15 +537,16 @@ class _HandlerWorker:
                     drop_value = True  # too large with our headers: keep the coordinates only
                     continue
                 failures += 1
-                self._log.error("consumer.dead_letter_failed", topic=topic, error=str(exc))
+                self._log.error("consumer.dead_letter_failed", **ids, topic=topic, error=str(exc))
                 if not await self._pause(self._policy.delay(failures)):
                     return False
         where = f"{record.topic}/{record.partition}@{record.offset}"
         error_text = f"{type(error).__name__}: {error}"
         self._log.error(
-            "consumer.dead_lettered", reason=reason, attempts=attempts, record=where,
+            "consumer.dead_lettered", **ids, reason=reason, attempts=attempts, record=where,
             dead_letter_topic=topic, error=error_text,
         )  # fmt: skip
+        metrics.record_dead_letter(self.spec.name, metrics.KAFKA, reason)
         self._complete(record, "dead_lettered")
         return True
 
@@ -659,9 +677,14 @@ class ConsumerRunner:
             connected = await self._connect(stack)
             task_status.started()
             if connected:
-                async with anyio.create_task_group() as group:
-                    for worker in self.workers:
-                        group.start_soon(worker.run, name=f"eventseam.consumer.{worker.spec.name}")
+                async with anyio.create_task_group() as sampling:
+                    sampling.start_soon(metrics.every, metrics.LAG_INTERVAL, self._record_lag)
+                    async with anyio.create_task_group() as group:
+                        for worker in self.workers:
+                            group.start_soon(
+                                worker.run, name=f"eventseam.consumer.{worker.spec.name}"
+                            )
+                    sampling.cancel_scope.cancel()
         log.info("consumer.stopped", handlers=[spec.name for spec in self.specs])
 
     def stop(self) -> None:
@@ -673,6 +696,10 @@ class ConsumerRunner:
     def lag(self) -> dict[str, dict[Partition, int]]:
         """Unhandled records per handler and assigned partition (a snapshot for metrics)."""
         return {worker.spec.name: worker.lag() for worker in self.workers}
+
+    def _record_lag(self) -> None:
+        """Set the lag gauges (eventseam_consumer_lag_records) of every handler's group."""
+        metrics.record_consumer_lag({w.consumer.group_id: w.lag() for w in self.workers})
 
     def stats(self) -> dict[str, HandlerStats]:
         """Counters per handler (copies)."""
@@ -731,3 +758,20 @@ class ConsumerRunner:
                 with anyio.move_on_after(self.policy.delay(attempt)):
                     await self._stopping.wait()
         return False
+
+
+def _event_ids(event: DomainEvent) -> dict[str, str]:
+    """The ids every consume log line carries, from a decoded event."""
+    return {
+        "event_id": str(event.event_id),
+        "event_type": event.event_name,
+        "correlation_id": str(event.correlation_id or event.event_id),
+    }
+
+
+def _record_ids(record: Record) -> dict[str, str]:
+    """``_event_ids`` from a record's CloudEvents headers (a malformed record may lack some)."""
+    found = {key: value.decode(errors="replace") for key, value in record.headers}
+    ids = {"event_id": found.get("ce_id", ""), "event_type": found.get("ce_type", "")}
+    ids["correlation_id"] = found.get("ce_correlationid", ids["event_id"])
+    return ids

@@ -14,7 +14,10 @@ Publish contract (``publish`` / ``publish_async``):
    a span is active) and encoded; every event is encoded before anything is written, so an
    oversize one raises EventTooLargeError with nothing written.
 3. All records go to the outbox with ONE ``outbox.writer`` call on the caller's transaction,
-   which is never committed here (OutsideTransactionError without an open transaction).
+   which is never committed here (OutsideTransactionError without an open transaction). The
+   INSERT runs at once. Engines that opt in with the execution option
+   ``eventseam_outbox_write="at_commit"`` (psycopg 3 only) get it sent in the same network
+   flight as the COMMIT instead; an INSERT that fails then fails the commit (outbox.deferred).
 4. Events of contexts whose mode dispatches locally are held until that transaction commits
    (see engine.unit_of_work) and then handed to the bus: ``publish_nowait`` on the bus's loop
    thread; from any other thread through the loop's token, blocking until the bus took them
@@ -45,7 +48,7 @@ from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session, scoped_session
 
-from outbox.writer import write, write_async
+from outbox.writer import WriteStrategy, write, write_async
 
 from .bridge import SyncBridge, default_bridge
 from .bus import Bus
@@ -60,6 +63,7 @@ from .errors import (
 )
 from .flags import FlagSource
 from .handler_context import current_handler, subscription_for
+from .metrics import timed_subscription
 from .registry import EventRegistry
 from .unit_of_work import UnitOfWork, hold_until_commit
 
@@ -74,6 +78,7 @@ if TYPE_CHECKING:
     from .dead_letters import DeadLetterStore
     from .events import DomainEvent
     from .modes import Mode
+    from .runner import ConsumerRunner
     from .settings import EventSeamSettings
     from .types import Middleware
 
@@ -115,6 +120,7 @@ class EventSeam:
         dead_letters: DeadLetterStore | None = None,
         middlewares: Sequence[Middleware] = (),
         flags: FlagSource | None = None,
+        consume: bool | None = None,
     ) -> None:
         self.settings = settings
         self.contexts = ContextMap(contexts)
@@ -131,10 +137,19 @@ class EventSeam:
         self.session_factory = session_factory
         self._bridge = bridge
         in_process = [name for name in self.contexts.names() if name not in settings.detached]
+        has_inbox = session_factory is not None
         subscriptions = [
-            subscription_for(spec, self, middlewares) for spec in self.contexts.handlers(in_process)
+            timed_subscription(subscription_for(spec, self, middlewares, inbox=has_inbox))
+            for spec in self.contexts.handlers(in_process)
         ]
         self.bus = Bus(subscriptions, settings.bus, dead_letters)
+        # In-process handlers also consume from Kafka (dual/broker modes; see ``run``).
+        self._consumed = [name for name in in_process if self.contexts[name].handlers]
+        if consume is None:
+            consume = bool(settings.kafka.bootstrap_servers) and has_inbox
+        self._consume = consume and bool(self._consumed)
+        self.consumer_runner: ConsumerRunner | None = None
+        self._consumers_done: anyio.Event | None = None
         self._loop: _Loop | None = None
         self._background: Future[None] | None = None
         self._undelivered: list[DomainEvent] = []
@@ -182,7 +197,7 @@ class EventSeam:
         if isinstance(target, scoped_session):
             target = target()
         prepared = self.prepare(events, context)
-        write(target, prepared.records, prepared.modes)
+        write(target, prepared.records, prepared.modes, strategy=WriteStrategy.AT_COMMIT)
         if prepared.local:
             hold_until_commit(target, prepared.local, self.deliver_committed)
 
@@ -196,7 +211,9 @@ class EventSeam:
         if not events:
             return
         prepared = self.prepare(events, context)
-        await write_async(target, prepared.records, prepared.modes)
+        await write_async(
+            target, prepared.records, prepared.modes, strategy=WriteStrategy.AT_COMMIT
+        )
         if prepared.local:
             hold_until_commit(_sync_target(target), prepared.local, self.deliver_committed)
 
@@ -248,13 +265,17 @@ class EventSeam:
         except Exception as exc:
             with self._undelivered_lock:
                 self._undelivered.extend(events)
-            _log.error(
-                "seam.delivery_failed",
-                count=len(events),
-                event_ids=[str(e.event_id) for e in events],
-                error=repr(exc),
-                kept="EventSeam.undelivered",
-            )
+            for event in events:  # one line per event, each with its ids
+                _log.error(
+                    "seam.delivery_failed",
+                    event_id=str(event.event_id),
+                    event_type=event.event_name,
+                    context=event.source,
+                    correlation_id=str(event.correlation_id or event.event_id),
+                    count=len(events),
+                    error=repr(exc),
+                    kept="EventSeam.undelivered",
+                )
 
     def _hand_over(self, events: list[DomainEvent]) -> None:
         loop = self._loop
@@ -297,6 +318,14 @@ class EventSeam:
 
         With a database (``session_factory``), the flag table is read before the seam accepts
         events: a missing table fails the start (run ``eventseam db upgrade``).
+
+        With Kafka bootstrap servers and a database (``consume=True`` forces it, ``False``
+        turns it off when consumers run elsewhere), the in-process handlers (every context not
+        in ``settings.detached``) also consume from Kafka in this process (``consumer_runner``,
+        engine.runner.ConsumerRunner), whatever the current modes: ``broker`` contexts' events
+        reach them only that way, ``dual`` ones both ways (the inbox applies each once), and
+        events relayed before a flip back to ``local`` are still consumed. The runner connects
+        in the background: an unreachable broker never delays or fails the start of the bus.
         """
         try:
             async with anyio.create_task_group() as group:
@@ -305,9 +334,22 @@ class EventSeam:
                 await group.start(self._run_bus, group.cancel_scope)
                 self._loop = _Loop(anyio.lowlevel.current_token(), threading.get_ident())
                 await self.redeliver_undelivered()
+                if self._consume:
+                    group.start_soon(self._run_consumers, name="eventseam.seam.consumers")
                 task_status.started()
         finally:
             self._loop = None
+
+    async def _run_consumers(self) -> None:
+        """Run the in-process handlers' consumer runner until ``aclose`` stops it."""
+        from .runner import ConsumerRunner  # imports aiokafka: only when Kafka is configured
+
+        self._consumers_done = done = anyio.Event()
+        try:
+            self.consumer_runner = ConsumerRunner(self, self._consumed)
+            await self.consumer_runner.run()
+        finally:
+            done.set()
 
     async def _run_bus(
         self, scope: anyio.CancelScope, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -321,7 +363,12 @@ class EventSeam:
         await self.bus.join()
 
     async def aclose(self) -> None:
-        """Stop the bus: drain (up to ``bus.drain_timeout``), then stop its workers."""
+        """Stop the consumer runner (records in hand finish, offsets are committed), then the
+        bus: drain (up to ``bus.drain_timeout``), then stop its workers."""
+        runner, done = self.consumer_runner, self._consumers_done
+        if runner is not None and done is not None:
+            runner.stop()
+            await done.wait()
         await self.bus.aclose()
 
     def start_background(self) -> None:
@@ -338,7 +385,7 @@ class EventSeam:
         future, self._background = self._background, None
         if future is None or future.done():
             return
-        self.bridge.call(self.bus.aclose)
+        self.bridge.call(self.aclose)
         future.result()
 
 

@@ -1,4 +1,4 @@
-"""Transaction scoping: events wait for the caller's commit; a UnitOfWork owns one transaction.
+"""Transaction scoping: work waits for the caller's commit; a UnitOfWork owns one transaction.
 
 ``hold_until_commit(target, events, deliver)`` keeps published events next to the caller's
 transaction and calls ``deliver(events)`` once it commits:
@@ -12,21 +12,40 @@ transaction and calls ``deliver(events)`` once it commits:
 * ``Connection`` (and ``AsyncConnection.sync_connection``): connection events. SAVEPOINT
   rollbacks and releases are tracked the same way; a root ``rollback`` drops everything. Core has
   no after-commit event: the ``commit`` event fires just before the DBAPI ``COMMIT``, so that is
-  when held events are delivered. A COMMIT that fails after that point (deferred constraint,
-  serialization failure, lost connection) has already dispatched them; use a Session where that
-  matters.
+  when held events are delivered (after any deferred write, see below; when a deferred writer
+  sent the COMMIT itself, that is after the database committed). A COMMIT that fails after that
+  point (deferred constraint, serialization failure, lost connection) has already dispatched
+  them; use a Session where that matters.
 
-Listeners are module functions registered once per Session / Connection object (never per
-transaction, so a long-lived session does not accumulate them); SQLAlchemy releases them with
-the object. ``deliver`` must not raise: it runs after the database committed.
+``defer_until_commit(connection, batch, writer)`` keeps a batch of work that must reach the
+database before the transaction ends (the outbox writer's deferred rows) with the same SAVEPOINT
+scoping as held events: a rolled-back SAVEPOINT drops its batches, a released one hands them to
+its parent, a root rollback drops them all. ``writer.flush(connection, batches, commit=...)``
+receives the surviving batches in publish order:
+
+* before any statement for which ``writer.must_precede(statement, context)`` is true (one that
+  could read them), with ``commit=False``: the batches are written there and then;
+* at the root commit (the ``commit`` event, before the DBAPI COMMIT) with ``commit=True``: the
+  writer may send the COMMIT itself in the same network flight, SQLAlchemy's own COMMIT then
+  finding nothing left to commit. When it raises, the commit fails (the caller rolls back) and
+  no event held on that connection is delivered.
+
+Connection listeners are module functions registered once per ``Engine`` (the connection's
+``engine``), the first time one of its connections holds something: registering them per
+``Connection`` cost about 12 us per listener, and a Session or ``engine.begin()`` uses a new
+Connection for every transaction. SQLAlchemy does not make listener registration safe against
+statements running at that moment in other threads of the same engine; the registration happens
+once per engine, at its first publish. Session listeners are registered once per Session object
+(never per transaction); SQLAlchemy releases them with the object. ``deliver`` must not raise: it
+runs after the database committed.
 """
 
 from __future__ import annotations
 
 import threading
 import weakref
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, TypeAlias
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.orm import Session, SessionTransaction
@@ -34,7 +53,8 @@ from sqlalchemy.orm import Session, SessionTransaction
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
 
-    from sqlalchemy import Connection, NestedTransaction
+    from sqlalchemy import Connection, Engine, NestedTransaction
+    from sqlalchemy.engine.interfaces import DBAPICursor, ExecutionContext
 
     from .events import DomainEvent
 
@@ -46,6 +66,13 @@ _RELEASED = object()
 """Scope of connection entries whose savepoint was released (re-scoped at the next event)."""
 
 
+class _Scoped(Protocol):
+    scope: object
+
+
+_S = TypeVar("_S", bound=_Scoped)
+
+
 @dataclass(slots=True)
 class _Held:
     """Events of one publish call, the transaction they belong to and where they go on commit."""
@@ -53,6 +80,26 @@ class _Held:
     scope: object
     events: list[DomainEvent]
     deliver: Deliver
+
+
+@dataclass(slots=True)
+class _Deferred:
+    """One batch of deferred work (for example outbox rows) and the transaction it belongs to."""
+
+    scope: object
+    batch: Any
+
+
+class DeferredWriter(Protocol):
+    """Writes deferred batches (see ``defer_until_commit``); one writer per connection."""
+
+    def must_precede(self, statement: str, context: ExecutionContext | None) -> bool:
+        """True when the held batches must be written before ``statement`` runs."""
+        ...
+
+    def flush(self, connection: Connection, batches: list[Any], *, commit: bool) -> None:
+        """Write ``batches`` (publish order) on ``connection``; with ``commit``, it may COMMIT too."""
+        ...
 
 
 def hold_until_commit(
@@ -64,7 +111,21 @@ def hold_until_commit(
     if isinstance(target, Session):
         _session_held(target).append(_Held(_session_scope(target), list(events), deliver))
     else:
-        _connection_held(target).append(_Held(_connection_scope(target), list(events), deliver))
+        state = _connection_state(target)
+        state.held.append(_Held(_connection_scope(target), list(events), deliver))
+
+
+def defer_until_commit(connection: Connection, batch: object, writer: DeferredWriter) -> None:
+    """Keep ``batch`` with ``connection``'s transaction until ``writer`` writes it (see above).
+
+    The connection must be inside a transaction (the caller checks); a rolled-back transaction
+    or SAVEPOINT drops the batch unwritten.
+    """
+    state = _connection_state(connection)
+    if state.writer is not None and state.writer is not writer:
+        raise ValueError("a connection's deferred batches must all go through one writer")
+    state.writer = writer
+    state.deferred.append(_Deferred(_connection_scope(connection), batch))
 
 
 def _deliver_all(held: list[_Held]) -> None:
@@ -130,71 +191,142 @@ def _session_after_transaction_end(session: Session, transaction: SessionTransac
 
 # -- Connection ---------------------------------------------------------------------------
 
-_connections: weakref.WeakKeyDictionary[Connection, list[_Held]] = weakref.WeakKeyDictionary()
-_connections_lock = threading.Lock()
+
+@dataclass(slots=True)
+class _ConnectionState:
+    """What one Connection's current root transaction holds: events and deferred batches."""
+
+    root: object
+    held: list[_Held] = field(default_factory=list)
+    deferred: list[_Deferred] = field(default_factory=list)
+    writer: DeferredWriter | None = None
+
+    def entries(self) -> Iterable[_Scoped]:
+        yield from self.held
+        yield from self.deferred
+
+
+_states: weakref.WeakKeyDictionary[Connection, _ConnectionState] = weakref.WeakKeyDictionary()
+_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+_lock = threading.Lock()
 
 
 def _connection_scope(connection: Connection) -> NestedTransaction | None:
     return connection.get_nested_transaction()
 
 
-def _connection_held(connection: Connection) -> list[_Held]:
-    with _connections_lock:
-        held = _connections.get(connection)
-        if held is None:
-            held = _connections[connection] = []
-            event.listen(connection, "savepoint", _connection_savepoint)
-            event.listen(connection, "release_savepoint", _connection_release_savepoint)
-            event.listen(connection, "rollback_savepoint", _connection_rollback_savepoint)
-            event.listen(connection, "commit", _connection_commit)
-            event.listen(connection, "rollback", _connection_rollback)
-    _settle(connection, held)
-    return held
+def _connection_state(connection: Connection) -> _ConnectionState:
+    """The state of ``connection``'s current root transaction (a new one for a new transaction)."""
+    _listen_once(connection.engine)
+    root = connection.get_transaction()
+    state = _states.get(connection)
+    if state is None or state.root is not root:
+        with _lock:
+            state = _states[connection] = _ConnectionState(root)
+    _settle(connection, state)
+    return state
 
 
-def _settle(connection: Connection, held: Iterable[_Held]) -> None:
+def _listen_once(engine: Engine) -> None:
+    """Register the connection listeners on ``engine`` (once; see the module docstring).
+
+    An engine made by ``execution_options()`` may end up with the listeners of its parent too;
+    every listener is idempotent, so a second call finds nothing left to do.
+    """
+    if engine in _engines:
+        return
+    with _lock:
+        if engine in _engines:
+            return
+        event.listen(engine, "savepoint", _connection_savepoint)
+        event.listen(engine, "release_savepoint", _connection_release_savepoint)
+        event.listen(engine, "rollback_savepoint", _connection_rollback_savepoint)
+        event.listen(engine, "commit", _connection_commit)
+        event.listen(engine, "rollback", _connection_rollback)
+        event.listen(engine, "before_cursor_execute", _connection_before_cursor_execute)
+        _engines.add(engine)
+
+
+def _settle(connection: Connection, state: _ConnectionState) -> None:
     """Move entries of a released savepoint into the transaction now current (its parent).
 
     Every connection event settles first; SQLAlchemy fires them while the savepoint concerned is
     still current (and ``savepoint`` before the new one becomes current), so the current nested
     transaction at that moment is the released savepoint's parent.
     """
-    released = [entry for entry in held if entry.scope is _RELEASED]
-    if released:
-        scope = _connection_scope(connection)
-        for entry in released:
+    scope: object = None
+    found = False
+    for entry in state.entries():
+        if entry.scope is _RELEASED:
+            if not found:
+                scope, found = _connection_scope(connection), True
             entry.scope = scope
 
 
+def _without_scope(entries: list[_S], scope: object) -> list[_S]:
+    return [entry for entry in entries if entry.scope is not scope]
+
+
 def _connection_savepoint(connection: Connection, name: str | None) -> None:
-    _settle(connection, _connections.get(connection, ()))
+    state = _states.get(connection)
+    if state is not None:
+        _settle(connection, state)
 
 
 def _connection_release_savepoint(connection: Connection, name: str, context: object) -> None:
-    held = _connections.get(connection, [])
-    _settle(connection, held)
+    state = _states.get(connection)
+    if state is None:
+        return
+    _settle(connection, state)
     current = _connection_scope(connection)
-    for entry in held:
+    for entry in state.entries():
         if entry.scope is current:
             entry.scope = _RELEASED
 
 
 def _connection_rollback_savepoint(connection: Connection, name: str, context: object) -> None:
-    held = _connections.get(connection, [])
-    _settle(connection, held)
+    state = _states.get(connection)
+    if state is None:
+        return
+    _settle(connection, state)
     current = _connection_scope(connection)
-    held[:] = [entry for entry in held if entry.scope is not current]
+    state.held[:] = _without_scope(state.held, current)
+    state.deferred[:] = _without_scope(state.deferred, current)
 
 
 def _connection_commit(connection: Connection) -> None:
-    held = _connections.get(connection, [])
-    entries = held[:]
-    held.clear()
-    _deliver_all(entries)
+    with _lock:
+        state = _states.pop(connection, None)
+    if state is None or state.root is not connection.get_transaction():
+        return
+    if state.deferred and state.writer is not None:
+        # Raises when the write (or the COMMIT sent with it) fails: the commit fails, nothing
+        # is delivered, and the caller's rollback finds the state already gone.
+        state.writer.flush(connection, [entry.batch for entry in state.deferred], commit=True)
+    _deliver_all(state.held)
 
 
 def _connection_rollback(connection: Connection) -> None:
-    _connections.get(connection, []).clear()
+    with _lock:
+        _states.pop(connection, None)
+
+
+def _connection_before_cursor_execute(
+    connection: Connection,
+    cursor: DBAPICursor,
+    statement: str,
+    parameters: object,
+    context: ExecutionContext | None,
+    executemany: bool,
+) -> None:
+    state = _states.get(connection)
+    if state is None or not state.deferred or state.writer is None:
+        return
+    if not state.writer.must_precede(statement, context):
+        return
+    batches = [entry.batch for entry in state.deferred]
+    state.deferred.clear()
+    state.writer.flush(connection, batches, commit=False)
 
 
 # -- UnitOfWork ---------------------------------------------------------------------------

@@ -132,22 +132,36 @@ def forbid_auto_create(client: Any, on_connect: Callable[[], None] | None = None
 
 
 class PartitionBatch:
-    """Records for one topic partition, filled by the caller and sent as one producer batch."""
+    """Records for one topic partition, filled by the caller and sent as one producer batch.
 
-    __slots__ = ("_builder", "partition", "topic")
+    ``append`` writes straight into aiokafka's record builder (the C one when compiled), skipping
+    ``BatchBuilder.append``'s per-record wrapper; ``KafkaPublisher.send`` hands the record count
+    back to the BatchBuilder before it goes out.
+    """
+
+    __slots__ = ("_builder", "_count", "_records", "partition", "topic")
 
     def __init__(self, builder: Any, topic: str, partition: int) -> None:
         self._builder = builder
+        self._records = builder._builder
+        self._count = 0
         self.topic, self.partition = topic, partition
 
     def append(self, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> bool:
         """Add a record; False when the batch is full (the record was not added)."""
-        return (
-            self._builder.append(timestamp=None, key=key, value=value, headers=headers) is not None
-        )
+        if self._records.append(self._count, None, key, value, headers) is None:
+            return False
+        self._count += 1
+        return True
+
+    def seal(self) -> Any:
+        """The aiokafka BatchBuilder, closed, with the records appended here counted."""
+        self._builder._relative_offset = self._count
+        self._builder.close()
+        return self._builder
 
     def __len__(self) -> int:
-        return int(self._builder.record_count())
+        return self._count
 
 
 class Delivery:
@@ -255,11 +269,9 @@ class KafkaPublisher:
 
     async def send(self, batch: PartitionBatch) -> Delivery:
         """Hand ``batch`` to the producer now (it does not wait for ``linger_ms``)."""
-        batch._builder.close()
+        builder = batch.seal()
         try:
-            future = await self.producer.send_batch(
-                batch._builder, batch.topic, partition=batch.partition
-            )
+            future = await self.producer.send_batch(builder, batch.topic, partition=batch.partition)
         except kafka_errors.KafkaError as exc:
             raise translate(exc, batch.topic) from exc
         except AssertionError as exc:  # aiokafka asserts the partition is in its metadata

@@ -21,10 +21,17 @@ Contract (DESIGN.md, "The relay"):
 - Rows that fail for good are parked after ``max_attempts`` without holding up other aggregates
   (outbox.parked). Published rows kept for a window are purged in batches (outbox.retention).
 
-Pipeline: the next round of rows is fetched while the previous one is in flight (at most
-``PIPELINE_DEPTH`` rounds, so memory stays flat whatever the backlog), acknowledged rows are
-marked in the background (claim.Marker). The relay scans from the first pending row again when
-it caught up, after a failure, when its slots change, and at least every ``full_scan_interval``.
+Pipeline: the next round of rows is fetched while the previous ones are in flight (at most
+``PIPELINE_DEPTH`` rounds, plus the one being fetched, so memory stays flat whatever the
+backlog); while the pipeline is full the next round keeps fetching, up to ``ROUND_FETCHES``
+fetches, so a backlog goes out in larger producer batches. Acknowledged rows are marked in the
+background (claim.Marker). The relay scans from the first pending row again when it caught up
+and at least every ``full_scan_interval``: with few rows held (in flight, or acknowledged and
+not yet marked) at once, leaving the held rows out of what it fetches (a late commit reaches
+the broker one database round trip after it is seen, the pipeline keeps running); with more,
+after letting the pipeline drain. After a failure or a change of slots it always drains first.
+A scan from the start that comes back short has seen every pending row: the relay then waits for
+the next NOTIFY (or ``poll_interval``) before it fetches again.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import anyio.lowlevel
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
+from engine.metrics import record_relay_batch
 from engine.retry import RetryPolicy
 
 from .claim import Claims, Marker, PendingRow, create_relay_engine
@@ -63,8 +71,11 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-#: Rounds of ``batch_size`` rows in flight at once (fetched, sending or waiting for acks).
+#: Rounds in flight at once (sending or waiting for acks); one more is fetched meanwhile.
 PIPELINE_DEPTH = 3
+#: A round holds up to this many fetches of ``batch_size`` rows: while the pipeline is full, the
+#: next round keeps fetching (so a backlog goes out in larger producer batches).
+ROUND_FETCHES = 4
 
 
 def default_owner() -> str:
@@ -86,6 +97,9 @@ class _Rounds:
         self.count -= 1
         self._changed.set()
         self._changed = anyio.Event()
+
+    def has_room(self) -> bool:
+        return self.count < self.depth
 
     async def room(self) -> None:
         while self.count >= self.depth:
@@ -139,6 +153,8 @@ class Relay:
         self._stopped = anyio.Event()
         self._cursor = 0
         self._rescan = False
+        #: seqs of the rounds in flight (acknowledged ones then sit in Marker.outstanding)
+        self._sending: set[int] = set()
         self._slots_version = -1
         self._outages = 0
         self._acked_seen = 0
@@ -215,22 +231,84 @@ class Relay:
             if self._must_settle():
                 await self._settle()
                 continue
+            if self._rescan or (self._cursor and time.monotonic() > self._next_full_scan):
+                if len(self._sending) + len(self._marker.outstanding) > batch_size:
+                    await self._settle()  # cheaper than fetching the held rows again
+                    continue
+                self._restart()
             if not (self._leases.owned and self._leases.valid()):
                 await self._doorbell.wait(self.settings.relay.poll_interval)
                 continue
-            await self._rounds.room()
-            lost = self._leases.lost
-            rows = await self._fetch(batch_size)
-            if not rows:
-                if self._cursor:
-                    self._rescan = True
-                elif rows is not None:
-                    await self._doorbell.wait(self.settings.relay.poll_interval)
-                continue
-            self._cursor = rows[-1].seq
-            self._rescan = self._rescan or len(rows) < batch_size
-            self._rounds.begin()
-            group.start_soon(self._round, rows, lost)
+            lost, from_start = self._leases.lost, self._cursor == 0
+            rows = await self._claim(batch_size)
+            # A short scan from the start saw every pending row: wait for the next commit.
+            seen_all = rows is not None and from_start and self._rescan
+            if rows:
+                if not self._rounds.has_room():
+                    rows = await self._fill_round(rows, batch_size)
+                    await self._rounds.room()
+                self._dispatch(group, rows, lost)
+            if seen_all:
+                self._cursor, self._rescan = 0, False
+                # Caught up: let the round land first, so rows committed meanwhile go out as one
+                # batch per partition instead of one tiny batch each (the broker pays per batch).
+                await self._rounds.quiet()
+                await self._doorbell.wait(self.settings.relay.poll_interval)
+
+    async def _claim(self, limit: int) -> list[PendingRow] | None:
+        """The next rows to send: a fetch after the cursor, less the rows this relay holds.
+
+        Held rows (in a round, or acknowledged and not yet marked) are still pending in the
+        database, so a scan from the start sees them again; they are left out here instead of
+        waiting for the pipeline to drain. A short fetch (caught up) sets ``_rescan``: the next
+        fetch starts from the first pending row, which finds late commits.
+        """
+        marked = self._marker.take_marked()
+        rows = await self._fetch(limit)
+        self._marker.forget(marked)
+        if not rows:
+            if rows is not None:
+                self._rescan = True
+            return rows
+        self._cursor = rows[-1].seq
+        self._rescan = self._rescan or len(rows) < limit
+        sending, outstanding = self._sending, self._marker.outstanding
+        if sending or outstanding:
+            rows = [row for row in rows if row.seq not in sending and row.seq not in outstanding]
+        return rows
+
+    def _dispatch(self, group: anyio.abc.TaskGroup, rows: list[PendingRow], lost: int) -> None:
+        self._sending.update(row.seq for row in rows)
+        self._rounds.begin()
+        group.start_soon(self._round, rows, lost)
+
+    def _restart(self) -> None:
+        """Scan again from the first pending row without waiting for the pipeline to drain."""
+        self._cursor, self._rescan = 0, False
+        self._next_full_scan = time.monotonic() + self.full_scan_interval
+        if self._dispatcher.acked != self._acked_seen:
+            self._acked_seen, self._outages = self._dispatcher.acked, 0
+
+    async def _fill_round(self, rows: list[PendingRow], batch_size: int) -> list[PendingRow]:
+        """While the pipeline is full, fetch on into the next round (up to ``ROUND_FETCHES``).
+
+        A round is sent as one producer batch per partition, so a backlog goes out in fewer,
+        larger batches when the broker is slower than the database. Rows fetched after a lease
+        loss are refused by the round's ``lost`` check, like the first ones.
+        """
+        limit = batch_size * ROUND_FETCHES
+        while (
+            not self._rescan
+            and len(rows) < limit
+            and not self._rounds.has_room()
+            and not self._stopped.is_set()
+            and not self._must_settle()
+        ):
+            more = await self._claim(batch_size)
+            if more is None:
+                break
+            rows += more
+        return rows
 
     async def _fetch(self, limit: int) -> list[PendingRow] | None:
         """The next rows to send; None after a database failure (already waited out)."""
@@ -252,20 +330,21 @@ class Relay:
         def may_send() -> bool:
             return self._leases.valid() and self._leases.lost == lost
 
+        started = time.perf_counter()
         try:
             await self._dispatcher.send_round(rows, may_send)
         finally:
+            self._sending.difference_update(row.seq for row in rows)
             self._rounds.end()
+            record_relay_batch(time.perf_counter() - started)
 
     def _must_settle(self) -> bool:
         dispatcher, leases = self._dispatcher, self._leases
-        if self._rescan or dispatcher.rescan or dispatcher.retry_error is not None:
+        if dispatcher.rescan or dispatcher.retry_error is not None:
             return True
         if leases.version != self._slots_version or leases.surplus:
             return True
         now = time.monotonic()
-        if self._cursor and now > self._next_full_scan:
-            return True
         return any(until <= now for until in self._failures.blocked.values())
 
     async def _settle(self) -> None:

@@ -2,10 +2,16 @@
 
 Contract (DESIGN.md, "The outbox"):
 
-- The rows are inserted *at once* on the caller's ``Session``/``Connection``, inside the
-  transaction (or savepoint) that is open there; they commit or roll back with the business
-  write. Nothing is queued for a flush hook (measured: that loses events when nothing else is
-  dirty).
+- The rows are inserted on the caller's ``Session``/``Connection``, inside the transaction (or
+  savepoint) that is open there; they commit or roll back with the business write. Nothing is
+  queued for a flush hook (measured: that loses events when nothing else is dirty).
+- ``strategy`` says when the INSERT runs. ``WriteStrategy.IMMEDIATE`` (the default of ``write``):
+  at once. ``WriteStrategy.AT_COMMIT`` (what ``EventSeam.publish`` asks for): on psycopg 3
+  engines or connections that opt in with the execution option
+  ``eventseam_outbox_write="at_commit"``, the rows are checked and built at once but held with
+  the transaction and sent in the same network flight as its COMMIT, or earlier before any
+  statement that could read them; a rolled-back SAVEPOINT drops them; an INSERT that fails then
+  fails the commit (see outbox.deferred). Everything else gets the immediate INSERT.
 - Several records go out as ONE multi-row INSERT statement (batches above
   ``MAX_ROWS_PER_STATEMENT`` rows are split, still in the caller's transaction).
 - A session or connection without an open transaction, or one running in AUTOCOMMIT isolation,
@@ -16,7 +22,8 @@ Speed (this runs in every business transaction; bench/outbox_write.py): SQLAlche
 cache multi-row VALUES inserts (every call recompiles: ~0.15 ms for one row, ~1 ms for ten), so
 the statement is compiled once per dialect and row count and run with
 ``Connection.exec_driver_sql``, the writer applying the columns' bind processors as SQLAlchemy
-would; engine events (``before_cursor_execute``), logging and error translation still apply. On
+would; engine events (``before_cursor_execute``), logging and error translation still apply
+(IMMEDIATE; AT_COMMIT rows go through the driver's cursor, see outbox.deferred). On
 psycopg 3, batches of 5+ rows use ``INSERT ... SELECT ... FROM unnest(<one array per column>)``
 instead of a VALUES list, which psycopg would re-parse on every call (see _uses_unnest).
 """
@@ -27,6 +34,7 @@ import functools
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import bindparam, insert
@@ -35,7 +43,9 @@ from sqlalchemy.orm import Session, scoped_session
 
 from engine.codec import encode_headers
 from engine.modes import Mode
+from engine.unit_of_work import defer_until_commit
 
+from .deferred import PsycopgDeferredWriter, supported
 from .errors import OutsideTransactionError
 from .murmur2 import key_hash
 from .table import Status, outbox
@@ -50,11 +60,26 @@ __all__ = [
     "COLUMNS",
     "MAX_ROWS_PER_STATEMENT",
     "CompiledInsert",
+    "WriteStrategy",
     "build_rows",
     "compiled_insert",
+    "statements_for",
     "write",
     "write_async",
 ]
+
+
+class WriteStrategy(StrEnum):
+    """When the writer's INSERT runs (see the module docstring).
+
+    IMMEDIATE   at once, on the caller's connection (every dialect);
+    AT_COMMIT   psycopg 3: with the transaction's COMMIT, in one network flight (or before a
+                statement that could read the rows); elsewhere the same as IMMEDIATE.
+    """
+
+    IMMEDIATE = "immediate"
+    AT_COMMIT = "at_commit"
+
 
 #: Columns the writer fills, in table order (seq, created_at, last_error, published_at are left
 #: to the database).
@@ -89,6 +114,11 @@ _STATUS_OF: Final[dict[Mode, str]] = {
     Mode.BROKER: Status.PENDING,
 }
 
+#: (``mode`` column, ``status`` column) of each mode, looked up once per record.
+_MODE_COLUMNS: Final[dict[str, tuple[str, str]]] = {
+    mode: (mode.value, status) for mode, status in _STATUS_OF.items()
+}
+
 #: key_hash is pure Python (~7 us for a UUID key); a transaction's events usually share their
 #: aggregate, and hot aggregates repeat, so recent keys are remembered.
 _key_hash: Final = functools.lru_cache(maxsize=1024)(key_hash)
@@ -97,8 +127,14 @@ _Row = tuple[Any, ...]
 _Processor = Callable[[Any], Any]
 
 
-def _row(record: EncodedEvent, mode: Mode) -> _Row:
-    """The values of one outbox row, in COLUMNS order."""
+def _mode_columns(mode: Mode | str) -> tuple[str, str]:
+    """(``mode``, ``status``) column values of ``mode``; ValueError for an unknown mode."""
+    found = _MODE_COLUMNS.get(mode)  # a Mode is a str: "dual" finds Mode.DUAL's entry
+    return found if found is not None else _MODE_COLUMNS[Mode(mode)]
+
+
+def _row(record: EncodedEvent, columns: tuple[str, str]) -> _Row:
+    """The values of one outbox row, in COLUMNS order (``columns``: see _mode_columns)."""
     return (
         record.event_id,
         record.context,
@@ -108,8 +144,7 @@ def _row(record: EncodedEvent, mode: Mode) -> _Row:
         record.value,
         encode_headers(record.headers),
         _key_hash(record.key),
-        mode.value,
-        _STATUS_OF[mode],
+        *columns,
         0,
         record.occurred_at,
     )
@@ -118,13 +153,13 @@ def _row(record: EncodedEvent, mode: Mode) -> _Row:
 def _rows(records: Sequence[EncodedEvent], modes: Mode | Sequence[Mode]) -> list[_Row]:
     """Row values for ``records``; ``modes`` is one Mode for all, or one per record."""
     if isinstance(modes, str):  # a Mode (a StrEnum) is also a Sequence: test it first
-        mode = Mode(modes)
-        return [_row(record, mode) for record in records]
+        columns = _mode_columns(modes)
+        return [_row(record, columns) for record in records]
     if len(modes) != len(records):
         raise ValueError(
             f"got {len(records)} records but {len(modes)} modes; pass one Mode, or one per record"
         )
-    return [_row(record, Mode(mode)) for record, mode in zip(records, modes, strict=True)]
+    return [_row(record, _mode_columns(mode)) for record, mode in zip(records, modes, strict=True)]
 
 
 def build_rows(
@@ -264,6 +299,20 @@ def compiled_insert(
     return found
 
 
+def statements_for(dialect: Dialect, rows: Sequence[_Row]) -> list[tuple[str, Any]]:
+    """(SQL, DBAPI parameters) of the INSERTs that write ``rows``: one per MAX_ROWS_PER_STATEMENT."""
+    statements = []
+    for start in range(0, len(rows), MAX_ROWS_PER_STATEMENT):
+        chunk = rows[start : start + MAX_ROWS_PER_STATEMENT]
+        statement = compiled_insert(dialect, len(chunk))
+        statements.append((statement.sql, statement.parameters(chunk)))
+    return statements
+
+
+#: Writes the rows that AT_COMMIT deferred (engine.unit_of_work.DeferredWriter).
+_DEFERRED: Final = PsycopgDeferredWriter(statements_for)
+
+
 def _is_autocommit(connection: Connection) -> bool:
     """True when the connection commits every statement on its own (AUTOCOMMIT isolation)."""
     level = connection.get_execution_options().get("isolation_level")
@@ -310,28 +359,34 @@ def write(
     target: Session | Connection | scoped_session[Session],
     records: Sequence[EncodedEvent],
     modes: Mode | Sequence[Mode],
+    *,
+    strategy: WriteStrategy = WriteStrategy.IMMEDIATE,
 ) -> None:
-    """Insert ``records`` into the outbox now, inside ``target``'s open transaction; never commit.
+    """Insert ``records`` into the outbox inside ``target``'s open transaction; never commit.
 
     ``modes`` is one Mode for all records or one per record. Raises OutsideTransactionError
     (before touching the database) when ``target`` has no open transaction or autocommits.
-    Thread safety is the caller's Session/Connection's: use it from one thread at a time.
+    With ``strategy=AT_COMMIT`` on psycopg 3 the INSERT waits for the commit (module docstring);
+    the checks and the rows are done here all the same. Thread safety is the caller's
+    Session/Connection's: use it from one thread at a time.
     """
     connection = _joined_connection(target)
     if not records:
         return
     rows = _rows(records, modes)
-    dialect = connection.dialect
-    for start in range(0, len(rows), MAX_ROWS_PER_STATEMENT):
-        chunk = rows[start : start + MAX_ROWS_PER_STATEMENT]
-        statement = compiled_insert(dialect, len(chunk))
-        connection.exec_driver_sql(statement.sql, statement.parameters(chunk))
+    if strategy == WriteStrategy.AT_COMMIT and supported(connection):
+        defer_until_commit(connection, rows, _DEFERRED)
+        return
+    for sql, parameters in statements_for(connection.dialect, rows):
+        connection.exec_driver_sql(sql, parameters)
 
 
 async def write_async(
     target: AsyncSession | AsyncConnection,
     records: Sequence[EncodedEvent],
     modes: Mode | Sequence[Mode],
+    *,
+    strategy: WriteStrategy = WriteStrategy.IMMEDIATE,
 ) -> None:
     """``write`` for an AsyncSession/AsyncConnection (through ``run_sync``: same rows, same checks)."""
-    await target.run_sync(write, records, modes)
+    await target.run_sync(write, records, modes, strategy=strategy)

@@ -16,6 +16,8 @@ COMMANDS: dict[str, str] = {
     "worker": "engine.cli.worker:worker",
     "contracts": "engine.cli.contracts:contracts",
     "contexts": "engine.cli.contexts:contexts",
+    "parity": "engine.cli.parity:parity",
+    "status": "engine.cli.status:status",
     "flags": "engine.cli.flags:flags",
 }
 

@@ -3,14 +3,15 @@
 Settings come from the environment and the TOML file (engine.settings). The first SIGTERM or
 SIGINT stops the relay gracefully: no new rows are claimed, batches in flight land and are
 marked, the slot leases are released, and the process exits 0. A second signal stops at once.
-This process configures structlog for itself (the library never does).
+This process configures structlog for itself (the library never does; engine.cli.logging).
+With ``--metrics-port`` it serves Prometheus metrics (engine.metrics) and samples the outbox
+gauges every ``metrics.OUTBOX_INTERVAL`` seconds.
 """
 
 from __future__ import annotations
 
-import logging
+import functools
 import signal
-import sys
 from typing import TYPE_CHECKING
 
 import anyio
@@ -18,6 +19,10 @@ import click
 import structlog
 from pydantic import ValidationError
 
+from engine import metrics
+from engine.cli.logging import configure_logging as configure_logging  # integrations import it
+from engine.cli.logging import logging_options
+from engine.errors import SettingsError
 from engine.settings import EventSeamSettings, load_settings
 
 if TYPE_CHECKING:
@@ -25,28 +30,6 @@ if TYPE_CHECKING:
     from outbox.relay import Relay
 
 log = structlog.get_logger(__name__)
-
-
-def configure_logging(level: str, *, json_logs: bool) -> None:
-    """structlog for this process: ``level`` and up, to stderr, as JSON or for humans."""
-    renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer()
-        if json_logs
-        else structlog.dev.ConsoleRenderer(colors=False)
-    )
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso"),
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
-    )
 
 
 def _settings() -> EventSeamSettings:
@@ -67,19 +50,32 @@ def _with_broker(settings: EventSeamSettings, broker: BundledBroker) -> EventSea
     is_flag=True,
     help="When no Kafka bootstrap servers are set, start the bundled memory broker (development only).",
 )
+@logging_options
 @click.option(
-    "--log-level",
-    default="info",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"]),
+    "--metrics-port",
+    type=click.IntRange(0, 65_535),
+    default=None,
+    help="Serve Prometheus metrics on this port (/metrics); the outbox gauges are sampled too.",
 )
-@click.option("--json-logs", is_flag=True, help="Log JSON lines instead of human-readable ones.")
-def relay(bundled_broker: bool, log_level: str, json_logs: bool) -> None:
+@click.option("--metrics-addr", default="0.0.0.0", show_default=True, help="Address to serve on.")
+def relay(
+    bundled_broker: bool,
+    log_level: str,
+    json_logs: bool,
+    metrics_port: int | None,
+    metrics_addr: str,
+) -> None:
     """Forward pending outbox rows to Kafka until SIGTERM or SIGINT."""
     configure_logging(log_level, json_logs=json_logs)
     settings = _settings()
+    if metrics_port is not None:
+        try:
+            metrics.serve(metrics_port, metrics_addr)
+        except (SettingsError, OSError) as exc:
+            raise click.ClickException(f"cannot serve metrics: {exc}") from exc
+    sampled = metrics_port is not None
     if settings.kafka.bootstrap_servers:
-        anyio.run(serve, settings, backend="asyncio")
+        anyio.run(functools.partial(serve, settings, sample_outbox=sampled), backend="asyncio")
         return
     if not bundled_broker:
         raise click.ClickException(
@@ -92,16 +88,19 @@ def relay(bundled_broker: bool, log_level: str, json_logs: bool) -> None:
         log.warning(
             "bundled_broker_started", bootstrap_servers=broker.bootstrap_servers, storage="memory"
         )
-        anyio.run(serve, _with_broker(settings, broker), backend="asyncio")
+        relayed = functools.partial(serve, _with_broker(settings, broker), sample_outbox=sampled)
+        anyio.run(relayed, backend="asyncio")
 
 
-async def serve(settings: EventSeamSettings) -> None:
-    """Run a Relay until a signal stops it."""
+async def serve(settings: EventSeamSettings, *, sample_outbox: bool = False) -> None:
+    """Run a Relay until a signal stops it; ``sample_outbox`` also sets the outbox gauges."""
     from outbox.relay import Relay
 
     relay = Relay(settings)
     async with anyio.create_task_group() as group:
         group.start_soon(_stop_on_signals, relay, group.cancel_scope)
+        if sample_outbox:
+            group.start_soon(functools.partial(metrics.sample_outbox, settings.database_url))
         await relay.run()
         group.cancel_scope.cancel()
 

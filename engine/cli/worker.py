@@ -14,7 +14,9 @@ The first SIGTERM or SIGINT stops gracefully: every handler finishes the record 
 its offsets and leaves its group; the process exits 0. A second signal stops at once (records in
 hand are redelivered; the inbox absorbs them). Exit status 2 for an unknown context, a context
 not in broker mode, or an application that cannot be loaded; 1 without Kafka bootstrap servers.
-This process configures structlog for itself.
+This process configures structlog for itself (engine.cli.logging). With ``--metrics-port`` it
+serves Prometheus metrics (engine.metrics): handler durations, dead letters and the lag of each
+handler's group per partition.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ import click
 import structlog
 from sqlalchemy import Engine
 
-from engine.cli.relay import configure_logging
+from engine import metrics
+from engine.cli.logging import configure_logging, logging_options
 from engine.contexts import ContextMap
 from engine.errors import SettingsError, UnknownContextError
 from engine.modes import Mode
@@ -53,15 +56,23 @@ USAGE_EXIT = 2
     required=True,
     help="a context whose handlers this worker runs (repeat for several)",
 )
+@logging_options
 @click.option(
-    "--log-level",
-    default="info",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"]),
+    "--metrics-port",
+    type=click.IntRange(0, 65_535),
+    default=None,
+    help="Serve Prometheus metrics on this port (/metrics).",
 )
-@click.option("--json-logs", is_flag=True, help="Log JSON lines instead of human-readable ones.")
+@click.option("--metrics-addr", default="0.0.0.0", show_default=True, help="Address to serve on.")
 @click.pass_context
-def worker(ctx: click.Context, contexts: tuple[str, ...], log_level: str, json_logs: bool) -> None:
+def worker(
+    ctx: click.Context,
+    contexts: tuple[str, ...],
+    log_level: str,
+    json_logs: bool,
+    metrics_port: int | None,
+    metrics_addr: str,
+) -> None:
     """Run the handlers of each --context from Kafka until SIGTERM or SIGINT."""
     configure_logging(log_level, json_logs=json_logs)
     seam = load_app(ctx)
@@ -75,6 +86,11 @@ def worker(ctx: click.Context, contexts: tuple[str, ...], log_level: str, json_l
         runner = ConsumerRunner(seam, chosen)
     except SettingsError as exc:
         _fail(str(exc))
+    if metrics_port is not None:
+        try:
+            metrics.serve(metrics_port, metrics_addr)
+        except (SettingsError, OSError) as exc:
+            _fail(f"cannot serve metrics: {exc}", 1)
     try:
         anyio.run(serve, runner, backend="asyncio")
     finally:

@@ -15,7 +15,8 @@ from rich.console import Console
 from sqlalchemy.orm import Session
 
 from app.bootstrap import bootstrap, create_tables, database_engine, engine_of
-from app.demo import STEPS, Demo, run_demo, run_steps
+from app.demo import LOCAL_STEPS, Demo, run_demo, run_steps
+from app.migration import BrokerUnavailableError, KafkaSide
 from app.observe import HandlerLog
 from app.scenarios import EXPECTED, Kind, Outcome, plan
 from app.state import read_events, read_states
@@ -44,19 +45,24 @@ def demo_environment() -> dict[str, str]:
 
 
 def final_rows(output: str) -> dict[str, list[str]]:
-    """Cells of the final-state table by order id: customer, total, scenario, 3 statuses, verdict."""
+    """Cells of the final-state table by order id: customer, total, scenario, 3 statuses, verdict.
+
+    The full path's table starts with the step that placed the order: it comes last here.
+    """
     rows: dict[str, list[str]] = {}
     for line in output.splitlines():
         cells = [cell.strip() for cell in line.split("│")[1:-1]]
         if cells and cells[0].startswith("order-"):
             rows[cells[0]] = cells[1:]
+        elif len(cells) > 1 and cells[1].startswith("order-"):
+            rows[cells[1]] = [*cells[2:], cells[0]]
     return rows
 
 
-def test_demo_command_exits_0_with_every_order_in_its_expected_state(tmp_path: Path) -> None:
-    """``python -m app demo --orders 12`` in a fresh directory prints 12 orders as expected and exits 0."""
-    result = subprocess.run(
-        [sys.executable, "-m", "app", "demo", "--orders", "12"],
+def run_demo_command(tmp_path: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """``python -m app demo OPTIONS`` in ``tmp_path`` without EVENTSEAM_* variables."""
+    return subprocess.run(
+        [sys.executable, "-m", "app", "demo", *options],
         cwd=tmp_path,
         env=demo_environment(),
         capture_output=True,
@@ -64,17 +70,56 @@ def test_demo_command_exits_0_with_every_order_in_its_expected_state(tmp_path: P
         timeout=300,
         check=False,
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "All 12 orders reached their expected state." in result.stdout
-    rows = final_rows(result.stdout)
-    assert sorted(rows) == [s.order_id for s in plan(12)]
-    for scenario in plan(12):
-        _customer, _total, kind, order, payment, label, verdict = rows[scenario.order_id]
+
+
+def assert_every_order_as_expected(output: str, count: int) -> dict[str, list[str]]:
+    """The final table lists ``count`` orders, each in its scenario's expected state."""
+    assert f"All {count} orders reached their expected state." in output
+    rows = final_rows(output)
+    assert sorted(rows) == [s.order_id for s in plan(count)]
+    for scenario in plan(count):
+        _customer, _total, kind, order, payment, label, verdict, *_step = rows[scenario.order_id]
         assert kind == scenario.kind.value
         assert Outcome(order, payment, label) == scenario.expected
         assert verdict == "yes"
+    return rows
+
+
+def test_demo_command_on_the_local_path_exits_0_with_every_order_as_expected(
+    tmp_path: Path,
+) -> None:
+    """``python -m app demo --orders 12 --path local`` prints 12 orders as expected, refuses a cancellation and exits 0."""
+    result = run_demo_command(tmp_path, "--orders", "12", "--path", "local")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_every_order_as_expected(result.stdout, 12)
     assert "refused, nothing published" in result.stdout
+    assert "Kafka" not in result.stdout.split("Step 1")[0]
     assert (tmp_path / "eventseam-demo.db").is_file()
+
+
+@pytest.mark.broker
+def test_demo_command_walks_the_migration_path_by_default(tmp_path: Path) -> None:
+    """``python -m app demo --orders 12`` starts the bundled broker, walks local -> dual -> broker -> a shipping worker process, and every step's orders end as expected."""
+    result = run_demo_command(tmp_path, "--orders", "12")
+    output = result.stdout
+    assert result.returncode == 0, output + result.stderr
+    rows = assert_every_order_as_expected(output, 12)
+    assert [rows[s.order_id][-1] for s in plan(12)] == [str(1 + n // 3) for n in range(12)]
+    for line in (
+        "the bundled Kafka-protocol broker",
+        "$ eventseam flags set orders dual",
+        "$ eventseam parity --context orders",
+        "in parity: safe to flip orders to broker",
+        "$ eventseam flags set orders broker",
+        "$ eventseam worker --context shipping",
+        "the worker joined the consumer groups of its 2 handlers",
+        "refused, nothing published",
+        "shipping worker stopped (SIGTERM), exit status 0",
+    ):
+        assert line in output
+    assert output.count("orders of this step reached their expected state") == 4
+    assert "shipping.create_label_on_payment_authorized │ shipping worker" in output
+    assert "did not settle" not in output
 
 
 @pytest.fixture
@@ -92,7 +137,7 @@ async def run_all_steps(demo: Demo) -> None:
     """Run the bus, every demo step, and stop the bus."""
     async with anyio.create_task_group() as group:
         await group.start(demo.seam.run)
-        await run_steps(demo, STEPS)
+        await run_steps(demo, LOCAL_STEPS)
         await demo.seam.aclose()
 
 
@@ -141,7 +186,7 @@ async def test_demo_exits_1_and_names_the_orders_that_are_off(
     """When an order's final state differs from its expectation, the demo says which and returns 1."""
     monkeypatch.setitem(EXPECTED, Kind.CARD_DECLINED, Outcome("shipped", "authorized", "created"))
     output = io.StringIO()
-    status = await run_demo(6, tmp_path / "demo.db", Console(file=output, width=200))
+    status = await run_demo(6, tmp_path / "demo.db", Console(file=output, width=200), "local")
     assert status == 1
     assert "1 of 6 orders did not reach their expected state" in output.getvalue()
     assert (
@@ -231,3 +276,23 @@ def test_cancellation_reaching_shipping_first_stops_the_label(tx: RecordingTrans
     )
     assert create_label(tx, payment) is None
     assert tx.published == []
+
+
+@pytest.mark.anyio
+async def test_demo_falls_back_to_the_local_path_without_a_broker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a usable broker the default demo walks the local path and says so; ``--path full`` exits 2."""
+
+    def unavailable(database: Path) -> KafkaSide:
+        raise BrokerUnavailableError("no broker here")
+
+    monkeypatch.setattr(KafkaSide, "connect", staticmethod(unavailable))
+    output = io.StringIO()
+    status = await run_demo(6, tmp_path / "demo.db", Console(file=output, width=200))
+    assert status == 0
+    assert "No Kafka (no broker here): the demo walks the local path only." in output.getvalue()
+    assert "All 6 orders reached their expected state." in output.getvalue()
+    refused = io.StringIO()
+    assert await run_demo(6, tmp_path / "demo.db", Console(file=refused, width=200), "full") == 2
+    assert "cannot walk the full path: no broker here" in refused.getvalue()

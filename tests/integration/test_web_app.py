@@ -55,7 +55,12 @@ def make_web_app(database_url: str) -> Iterator[Callable[..., Flask]]:
     apps: list[Flask] = []
 
     def make(gate: Gate | None = None, **config: Any) -> Flask:
-        settings = {"SQLALCHEMY_DATABASE_URI": database_url, "EXAMPLE_CREATE_SCHEMA": True}
+        settings = {
+            "SQLALCHEMY_DATABASE_URI": database_url,
+            "EXAMPLE_CREATE_SCHEMA": True,
+            # short group sessions: the test broker makes a rejoining group wait out stale members
+            "EVENTSEAM_CONSUMER": {"session_timeout_ms": 3000, "heartbeat_interval_ms": 1000},
+        }
         middlewares = [gate.middleware] if gate is not None else []
         app = create_app({**settings, **config}, middlewares=middlewares)
         apps.append(app)
