@@ -164,3 +164,16 @@ def test_worker_needs_kafka() -> None:
     result = run_manage("eventseam_worker", "--context", "billing")
     assert result.returncode == 1, result.stderr
     assert "no Kafka bootstrap servers" in result.stderr
+
+
+def test_status_reports_the_backlog_of_the_django_database(
+    sqlite_alias: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """eventseam_status counts the pending outbox rows Django's publish wrote, per context."""
+    with override_settings(EVENTSEAM={**test_settings.EVENTSEAM, "database": sqlite_alias}):
+        with transaction.atomic(using=sqlite_alias):
+            publish(InvoiceIssued(aggregate_id="inv-9", number="inv-9"), using=sqlite_alias)
+        call_command("eventseam_status", "--json")
+    report = capsys.readouterr().out
+    assert '"billing"' in report
+    assert '"backlog": 1' in report
