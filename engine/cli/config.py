@@ -66,28 +66,28 @@ def settings_table(
 ) -> Table:
     """A rich table of every setting: dotted name, masked value and source (env, file, default)."""
     env_names = {name.upper() for name in environ}
-    file_keys = set(_flatten(file_values))
+    file_keys = set(flatten(file_values))
     table = Table(title="Effective eventseam settings", title_justify="left")
     for column in ("setting", "value", "source"):
         table.add_column(column)
-    for key, value in _flatten(settings.model_dump(mode="json")).items():
-        table.add_row(key, _mask(key, value), _source(key, env_names, file_keys))
+    for key, value in flatten(settings.model_dump(mode="json")).items():
+        table.add_row(key, mask(key, value), _source(key, env_names, file_keys))
     return table
 
 
-def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"kafka": {"acks": "all"}}`` -> ``{"kafka.acks": "all"}``; an empty dict stays a leaf."""
     flat: dict[str, Any] = {}
     for key, value in values.items():
         if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat
 
 
-def _mask(key: str, value: Any) -> str:
-    """Display form of a value: secrets hidden, URL passwords hidden, None as ``-``."""
+def mask(key: str, value: Any) -> str:
+    """Display form of a setting's value: secrets hidden, URL passwords hidden, None as ``-``."""
     if value is None:
         return "-"
     if any(word in key.lower() for word in _SECRET_WORDS):

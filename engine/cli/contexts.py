@@ -15,8 +15,6 @@ the application cannot be loaded.
 
 from __future__ import annotations
 
-import importlib
-import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +24,9 @@ import click
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from engine.cli.app_loader import AppLoadError, app_engine, load_app
 from engine.contexts import ContextMap
 from engine.errors import EngineError
 from engine.flags import FlagSource
@@ -38,6 +36,8 @@ from outbox.topics import TopicNamer
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    from sqlalchemy import Engine
 
     from engine.modes import Mode
 
@@ -144,29 +144,22 @@ def loaded_application(ctx: click.Context, errors: Console) -> Iterator[Applicat
 
 
 def _load(ctx: click.Context, errors: Console) -> Application:
-    app_path = ctx.obj.get("app_path") if isinstance(ctx.obj, dict) else None
-    if not app_path:
-        fail(errors, "no application: pass `eventseam --app module:function`")
-    module_name, _, attribute = str(app_path).partition(":")
-    if str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
     try:
-        factory = getattr(importlib.import_module(module_name), attribute)
-        app = factory()
-    except (ImportError, AttributeError, ValueError, EngineError) as exc:
-        fail(errors, f"cannot load the application {app_path!r}: {exc}")
+        app_path, app = load_app(
+            ctx, factory_errors=(ImportError, AttributeError, ValueError, EngineError)
+        )
+    except AppLoadError as exc:
+        fail(errors, str(exc))
     contexts = getattr(app, "contexts", None)
     settings = getattr(app, "settings", None)
     if not isinstance(contexts, ContextMap) or not isinstance(settings, EventSeamSettings):
         fail(errors, f"the application from {app_path!r} has no .contexts map and .settings")
     flags = getattr(app, "flags", None)
-    factory_kw = getattr(getattr(app, "session_factory", None), "kw", {})
-    bind = factory_kw.get("bind") if isinstance(factory_kw, dict) else None
     return Application(
         contexts=contexts,
         settings=settings,
         flags=flags if isinstance(flags, FlagSource) else None,
-        engine=bind if isinstance(bind, Engine) else None,
+        engine=app_engine(app),
     )
 
 

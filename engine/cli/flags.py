@@ -14,11 +14,8 @@ reads settings from the environment / TOML. The database is ``--database-url`` o
 from __future__ import annotations
 
 import getpass
-import importlib
 import socket
-import sys
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import click
@@ -29,6 +26,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from engine.cli.app_loader import AppLoadError, dispose_app, load_app
 from engine.contexts import ContextMap
 from engine.errors import SettingsError, UnknownContextError
 from engine.flags import FlagOrigin, FlagSource, FlagState
@@ -161,25 +159,12 @@ def _flag_source(
 
 def _load_app(ctx: click.Context, console: Console) -> tuple[list[str], EventSeamSettings]:
     """Context names and settings of the application named by ``eventseam --app``."""
-    app_path = ctx.obj.get("app_path") if isinstance(ctx.obj, dict) else None
-    if not app_path:
-        _fail(
-            console,
-            "no application: pass `eventseam --app module:function` or --contexts a,b",
-            USAGE_EXIT,
-        )
-    module_name, _, attribute = str(app_path).partition(":")
-    if str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
     try:
-        factory = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError, ValueError) as exc:
-        _fail(
-            console,
-            f"cannot load the application {app_path!r}: {exc}; or pass --contexts a,b",
-            USAGE_EXIT,
-        )
-    app = factory()
+        app_path, app = load_app(ctx)
+    except AppLoadError as exc:
+        hint = " or --contexts a,b" if exc.app_path is None else "; or pass --contexts a,b"
+        _fail(console, f"{exc}{hint}", USAGE_EXIT)
+    dispose_app(app)  # only its contexts and settings are used
     contexts = getattr(app, "contexts", None)
     if isinstance(contexts, ContextMap):
         names = contexts.names()

@@ -11,17 +11,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TYPE_CHECKING, Final, TypeVar
 
-import click
 import structlog
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
-
-_F = TypeVar("_F", bound="Callable[..., object]")
-
-LEVELS: Final = ("debug", "info", "warning", "error")
 
 
 def configure_logging(level: str, *, json_logs: bool) -> None:
@@ -46,13 +37,3 @@ def configure_logging(level: str, *, json_logs: bool) -> None:
         # uncached logger follows a later configure() (a host embedding the command, tests).
         cache_logger_on_first_use=False,
     )
-
-
-def logging_options(command: _F) -> _F:
-    """The ``--log-level`` and ``--json-logs`` options every long-running command takes."""
-    command = click.option(
-        "--json-logs", is_flag=True, help="Log JSON lines instead of human-readable ones."
-    )(command)
-    return click.option(
-        "--log-level", default="info", show_default=True, type=click.Choice(LEVELS)
-    )(command)

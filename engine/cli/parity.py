@@ -24,9 +24,9 @@ import click
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from engine.cli.app_loader import dispose_app
 from engine.cli.worker import load_app
 from engine.errors import ConsumeError, SettingsError, UnknownContextError
 from engine.flags import FlagSource
@@ -66,7 +66,7 @@ def parity(ctx: click.Context, context: str, as_json: bool, show: int) -> None:
     except (ConsumeError, SQLAlchemyError) as exc:
         _fail(console, f"cannot read the broker or the database: {exc}", UNREADABLE_EXIT)
     finally:
-        _dispose(host)
+        dispose_app(host)
     if as_json:
         click.echo(json.dumps(as_dict(report, show), indent=2))
     else:
@@ -90,12 +90,6 @@ def _host(ctx: click.Context, console: Console) -> ParityHost:
         _fail(console, "the application has no mode_of: is it an EventSeam?", USAGE_EXIT)
     host: ParityHost = app  # type: ignore[assignment]  # checked above: an EventSeam
     return host
-
-
-def _dispose(host: ParityHost) -> None:
-    bind = host.session_factory.kw.get("bind") if host.session_factory is not None else None
-    if isinstance(bind, Engine):
-        bind.dispose()
 
 
 def print_report(console: Console, report: ContextParity, show: int) -> None:

@@ -20,13 +20,11 @@ import structlog
 from pydantic import ValidationError
 
 from engine import metrics
-from engine.cli.logging import configure_logging as configure_logging  # integrations import it
-from engine.cli.logging import logging_options
-from engine.errors import SettingsError
+from engine.cli.logging import configure_logging
+from engine.cli.options import logging_options, metrics_options, serve_metrics
 from engine.settings import EventSeamSettings, load_settings
 
 if TYPE_CHECKING:
-    from outbox.bundled_broker import BundledBroker
     from outbox.relay import Relay
 
 log = structlog.get_logger(__name__)
@@ -39,11 +37,6 @@ def _settings() -> EventSeamSettings:
         raise click.ClickException(f"invalid eventseam settings: {exc}") from exc
 
 
-def _with_broker(settings: EventSeamSettings, broker: BundledBroker) -> EventSeamSettings:
-    kafka = settings.kafka.model_copy(update={"bootstrap_servers": broker.bootstrap_servers})
-    return settings.model_copy(update={"kafka": kafka})
-
-
 @click.command()
 @click.option(
     "--bundled-broker",
@@ -51,13 +44,9 @@ def _with_broker(settings: EventSeamSettings, broker: BundledBroker) -> EventSea
     help="When no Kafka bootstrap servers are set, start the bundled memory broker (development only).",
 )
 @logging_options
-@click.option(
-    "--metrics-port",
-    type=click.IntRange(0, 65_535),
-    default=None,
-    help="Serve Prometheus metrics on this port (/metrics); the outbox gauges are sampled too.",
+@metrics_options(
+    "Serve Prometheus metrics on this port (/metrics); the outbox gauges are sampled too."
 )
-@click.option("--metrics-addr", default="0.0.0.0", show_default=True, help="Address to serve on.")
 def relay(
     bundled_broker: bool,
     log_level: str,
@@ -66,30 +55,67 @@ def relay(
     metrics_addr: str,
 ) -> None:
     """Forward pending outbox rows to Kafka until SIGTERM or SIGINT."""
+    run_relay(
+        _settings(),
+        bundled_broker=bundled_broker,
+        log_level=log_level,
+        json_logs=json_logs,
+        missing_servers="set EVENTSEAM_KAFKA__BOOTSTRAP_SERVERS",
+        metrics_port=metrics_port,
+        metrics_addr=metrics_addr,
+    )
+
+
+def run_relay(
+    settings: EventSeamSettings,
+    *,
+    bundled_broker: bool,
+    log_level: str,
+    json_logs: bool,
+    missing_servers: str,
+    metrics_port: int | None = None,
+    metrics_addr: str = "0.0.0.0",
+) -> None:
+    """Run the relay with ``settings`` until SIGTERM or SIGINT (``eventseam relay`` and the
+    framework commands that wrap it).
+
+    Without Kafka bootstrap servers it starts the bundled development broker when
+    ``bundled_broker`` (idempotence ``auto`` becomes ``off`` there), else raises
+    click.ClickException (exit status 1) with ``missing_servers``: how to set them. With
+    ``metrics_port`` it serves Prometheus metrics and samples the outbox gauges.
+    """
+    if not settings.kafka.bootstrap_servers and not bundled_broker:
+        raise click.ClickException(
+            f"no Kafka bootstrap servers: {missing_servers} (or pass --bundled-broker for a "
+            "development broker that keeps nothing)"
+        )
     configure_logging(log_level, json_logs=json_logs)
-    settings = _settings()
-    if metrics_port is not None:
-        try:
-            metrics.serve(metrics_port, metrics_addr)
-        except (SettingsError, OSError) as exc:
-            raise click.ClickException(f"cannot serve metrics: {exc}") from exc
+    serve_metrics(metrics_port, metrics_addr)
     sampled = metrics_port is not None
     if settings.kafka.bootstrap_servers:
         anyio.run(functools.partial(serve, settings, sample_outbox=sampled), backend="asyncio")
         return
-    if not bundled_broker:
-        raise click.ClickException(
-            "no Kafka bootstrap servers: set EVENTSEAM_KAFKA__BOOTSTRAP_SERVERS "
-            "(or pass --bundled-broker for a development broker that keeps nothing)"
-        )
     from outbox.bundled_broker import BundledBroker
 
     with BundledBroker() as broker:
         log.warning(
             "bundled_broker_started", bootstrap_servers=broker.bootstrap_servers, storage="memory"
         )
-        relayed = functools.partial(serve, _with_broker(settings, broker), sample_outbox=sampled)
-        anyio.run(relayed, backend="asyncio")
+        bundled = with_bundled_broker(settings, broker.bootstrap_servers)
+        anyio.run(functools.partial(serve, bundled, sample_outbox=sampled), backend="asyncio")
+
+
+def with_bundled_broker(settings: EventSeamSettings, bootstrap_servers: str) -> EventSeamSettings:
+    """``settings`` pointed at the bundled broker on ``bootstrap_servers``.
+
+    ``enable_idempotence="auto"`` becomes ``"off"``: the bundled broker refuses idempotent
+    producers (outbox.bundled_broker), and asking first only logs a fallback warning and an
+    aiokafka error line. An explicit ``"on"`` is kept (the relay then fails, as asked).
+    """
+    update: dict[str, object] = {"bootstrap_servers": bootstrap_servers}
+    if settings.kafka.enable_idempotence == "auto":
+        update["enable_idempotence"] = "off"
+    return settings.model_copy(update={"kafka": settings.kafka.model_copy(update=update)})
 
 
 async def serve(settings: EventSeamSettings, *, sample_outbox: bool = False) -> None:

@@ -13,10 +13,8 @@ what failed); 2 when the application cannot be loaded.
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 import anyio
@@ -24,8 +22,8 @@ import click
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy import Engine
 
+from engine.cli import app_loader
 from engine.contexts import ContextMap
 from engine.flags import FlagSource
 from engine.status import collect_status
@@ -61,10 +59,7 @@ def status(
     try:
         report = anyio.run(_collect, host, database_url, not no_kafka, timeout, backend="asyncio")
     finally:
-        factory = host.session_factory
-        bind = factory.kw.get("bind") if factory is not None else None
-        if isinstance(bind, Engine):
-            bind.dispose()  # the application's engine: this process is done with it
+        app_loader.dispose_app(host)  # the application's engine: this process is done with it
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -82,22 +77,15 @@ async def _collect(host: StatusHost, database_url: str | None, kafka: bool, wait
 
 def load_host(ctx: click.Context) -> StatusHost:
     """The application's EventSeam, from ``eventseam --app module:function`` (exit 2 otherwise)."""
-    app_path = ctx.obj.get("app_path") if isinstance(ctx.obj, dict) else None
-    if not app_path:
-        _fail("no application: pass `eventseam --app module:function`")
-    module_name, _, attribute = str(app_path).partition(":")
-    if str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
     try:
-        factory = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError, ValueError) as exc:
-        _fail(f"cannot load the application {app_path!r}: {exc}")
-    app = factory()
+        app_path, app = app_loader.load_app(ctx)
+    except app_loader.AppLoadError as exc:
+        _fail(str(exc))
     if not isinstance(getattr(app, "contexts", None), ContextMap) or not isinstance(
         getattr(app, "flags", None), FlagSource
     ):
         _fail(f"the application from {app_path!r} is not an EventSeam (no contexts or flags)")
-    host: StatusHost = app
+    host: StatusHost = app  # type: ignore[assignment]  # checked above: an EventSeam
     return host
 
 

@@ -21,19 +21,17 @@ handler's group per partition.
 
 from __future__ import annotations
 
-import importlib
 import signal
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 import anyio
 import click
 import structlog
-from sqlalchemy import Engine
 
-from engine import metrics
-from engine.cli.logging import configure_logging, logging_options
+from engine.cli import app_loader
+from engine.cli.logging import configure_logging
+from engine.cli.options import logging_options, metrics_options, serve_metrics
 from engine.contexts import ContextMap
 from engine.errors import SettingsError, UnknownContextError
 from engine.modes import Mode
@@ -57,13 +55,7 @@ USAGE_EXIT = 2
     help="a context whose handlers this worker runs (repeat for several)",
 )
 @logging_options
-@click.option(
-    "--metrics-port",
-    type=click.IntRange(0, 65_535),
-    default=None,
-    help="Serve Prometheus metrics on this port (/metrics).",
-)
-@click.option("--metrics-addr", default="0.0.0.0", show_default=True, help="Address to serve on.")
+@metrics_options()
 @click.pass_context
 def worker(
     ctx: click.Context,
@@ -86,33 +78,19 @@ def worker(
         runner = ConsumerRunner(seam, chosen)
     except SettingsError as exc:
         _fail(str(exc))
-    if metrics_port is not None:
-        try:
-            metrics.serve(metrics_port, metrics_addr)
-        except (SettingsError, OSError) as exc:
-            _fail(f"cannot serve metrics: {exc}", 1)
+    serve_metrics(metrics_port, metrics_addr)
     try:
         anyio.run(serve, runner, backend="asyncio")
     finally:
-        factory = seam.session_factory
-        bind = factory.kw.get("bind") if factory is not None else None
-        if isinstance(bind, Engine):
-            bind.dispose()
+        app_loader.dispose_app(seam)
 
 
 def load_app(ctx: click.Context) -> RunnerHost:
     """The EventSeam built by the application factory named by ``eventseam --app``."""
-    app_path = ctx.obj.get("app_path") if isinstance(ctx.obj, dict) else None
-    if not app_path:
-        _fail("no application: pass `eventseam --app module:function`")
-    module_name, _, attribute = str(app_path).partition(":")
-    if str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
     try:
-        factory = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError, ValueError) as exc:
-        _fail(f"cannot load the application {app_path!r}: {exc}")
-    app = factory()
+        app_path, app = app_loader.load_app(ctx)
+    except app_loader.AppLoadError as exc:
+        _fail(str(exc))
     missing = [
         name
         for name in ("settings", "registry", "session_factory", "publish", "check_publish")
@@ -123,7 +101,7 @@ def load_app(ctx: click.Context) -> RunnerHost:
             f"the application from {app_path!r} is not an EventSeam "
             f"(missing {missing or 'contexts'})"
         )
-    seam: RunnerHost = app
+    seam: RunnerHost = app  # type: ignore[assignment]  # checked above: an EventSeam
     return seam
 
 

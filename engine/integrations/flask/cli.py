@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any, Final
 import click
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
 from engine.cli import LazyGroup
+from engine.cli.config import flatten, mask
+from engine.cli.options import logging_options
 from engine.integrations.common import run_relay
 from engine.settings import CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE
 
@@ -70,7 +70,6 @@ _URL_COMMANDS: Final = (
     ("outbox", "parked", "discard"),
 )
 INVALID_SETTINGS_EXIT: Final = 2
-_SECRET_WORDS: Final = ("password", "secret", "token")
 
 
 def app_seam() -> EventSeam:
@@ -118,13 +117,7 @@ def _defaults(url: str) -> dict[str, Any]:
     is_flag=True,
     help="When no Kafka bootstrap servers are set, start the bundled memory broker (development only).",
 )
-@click.option(
-    "--log-level",
-    default="info",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"]),
-)
-@click.option("--json-logs", is_flag=True, help="Log JSON lines instead of human-readable ones.")
+@logging_options
 def relay(bundled_broker: bool, log_level: str, json_logs: bool) -> None:
     """Forward pending outbox rows to Kafka until SIGTERM or SIGINT (`eventseam relay`)."""
     run_relay(
@@ -180,15 +173,15 @@ def _settings_table(
     """Every setting: dotted name, value (secrets masked) and source."""
     sources = _Sources(
         derived,
-        set(_flatten(raw_options(app_config))),
+        set(flatten(raw_options(app_config))),
         {name.upper() for name in os.environ},
-        set(_flatten(_toml_values())),
+        set(flatten(_toml_values())),
     )
     table = Table(title="Effective eventseam settings", title_justify="left")
     for column in ("setting", "value", "source"):
         table.add_column(column)
-    for key, value in _flatten(values).items():
-        table.add_row(key, _shown(key, value), sources.of(key))
+    for key, value in flatten(values).items():
+        table.add_row(key, mask(key, value), sources.of(key))
     return table
 
 
@@ -201,17 +194,6 @@ def _toml_values() -> dict[str, Any]:
             return tomllib.load(handle)
     except (OSError, tomllib.TOMLDecodeError):
         return {}
-
-
-def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"kafka": {"acks": "all"}}`` -> ``{"kafka.acks": "all"}``; an empty dict stays a leaf."""
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,17 +222,3 @@ class _Sources:
 def _within(key: str, names: set[str]) -> bool:
     """True when ``key`` or a section holding it is in ``names``."""
     return key in names or any(key.startswith(name + ".") for name in names)
-
-
-def _shown(key: str, value: Any) -> str:
-    """Display form: secrets hidden, URL passwords hidden, None as ``-``."""
-    if value is None:
-        return "-"
-    if any(word in key.lower() for word in _SECRET_WORDS):
-        return "**********"
-    if key.endswith("url") and isinstance(value, str):
-        try:
-            return make_url(value).render_as_string(hide_password=True)
-        except ArgumentError:
-            return value
-    return str(value)

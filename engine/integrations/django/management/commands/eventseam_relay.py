@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.core.management.base import BaseCommand
 
+from engine.cli.options import LEVELS
 from engine.integrations.django.commands import run_relay
 from engine.integrations.django.seam import get_config
 
@@ -29,9 +30,7 @@ class Command(BaseCommand):
             action="store_true",
             help="when no Kafka bootstrap servers are set, start the bundled memory broker (development only)",
         )
-        parser.add_argument(
-            "--log-level", default="info", choices=["debug", "info", "warning", "error"]
-        )
+        parser.add_argument("--log-level", default="info", choices=LEVELS)
         parser.add_argument(
             "--json-logs", action="store_true", help="log JSON lines instead of human-readable ones"
         )

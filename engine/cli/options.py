@@ -1,0 +1,59 @@
+"""The options every long-running command takes (``eventseam relay``, ``eventseam worker``).
+
+``--log-level`` and ``--json-logs`` (engine.cli.logging configures structlog with them), and
+``--metrics-port`` and ``--metrics-addr`` (engine.metrics serves Prometheus metrics there).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final, TypeVar
+
+import click
+
+from engine import metrics
+from engine.errors import SettingsError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+_F = TypeVar("_F", bound="Callable[..., object]")
+
+LEVELS: Final = ("debug", "info", "warning", "error")
+METRICS_HELP: Final = "Serve Prometheus metrics on this port (/metrics)."
+
+
+def logging_options(command: _F) -> _F:
+    """The ``--log-level`` and ``--json-logs`` options every long-running command takes."""
+    command = click.option(
+        "--json-logs", is_flag=True, help="Log JSON lines instead of human-readable ones."
+    )(command)
+    return click.option(
+        "--log-level", default="info", show_default=True, type=click.Choice(LEVELS)
+    )(command)
+
+
+def metrics_options(port_help: str = METRICS_HELP) -> Callable[[_F], _F]:
+    """The ``--metrics-port`` (help text ``port_help``) and ``--metrics-addr`` options."""
+
+    def decorate(command: _F) -> _F:
+        command = click.option(
+            "--metrics-addr", default="0.0.0.0", show_default=True, help="Address to serve on."
+        )(command)
+        return click.option(
+            "--metrics-port", type=click.IntRange(0, 65_535), default=None, help=port_help
+        )(command)
+
+    return decorate
+
+
+def serve_metrics(port: int | None, address: str) -> None:
+    """Serve Prometheus metrics on ``address:port`` unless ``port`` is None.
+
+    Raises click.ClickException (exit status 1) when the port cannot be served.
+    """
+    if port is None:
+        return
+    try:
+        metrics.serve(port, address)
+    except (SettingsError, OSError) as exc:
+        raise click.ClickException(f"cannot serve metrics: {exc}") from exc

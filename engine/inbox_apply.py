@@ -1,0 +1,163 @@
+"""The thread side of the consumer runner: one handler's events applied with the inbox.
+
+engine.handler_worker hands decoded events to an InboxApplier in worker threads (blocking
+database I/O). ``apply_batch`` applies the events not in the inbox and records them in one
+transaction; ``apply_one`` claims one event and applies it in its own transaction (the
+one-by-one fallback after a failed batch). See engine.runner for the whole contract.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import ExitStack, nullcontext
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.from_thread
+from sqlalchemy.exc import SQLAlchemyError
+from structlog.contextvars import bind_contextvars
+
+from . import inbox, metrics
+from .errors import EngineError, SettingsError
+from .handler_context import HandlerContext
+from .unit_of_work import UnitOfWork
+
+if TYPE_CHECKING:
+    import threading
+    from collections.abc import Callable, Sequence
+    from contextlib import AbstractContextManager
+
+    from sqlalchemy.orm import Session
+
+    from .contexts import HandlerSpec
+    from .events import DomainEvent
+    from .runner import RunnerHost
+
+
+class InboxUnavailableError(EngineError):
+    """The inbox claim failed before the handler ran: not the event's fault, not an attempt."""
+
+    retriable = True
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """One batch transaction: how many events were applied, or the error and where it happened."""
+
+    applied: int = 0
+    error: Exception | None = None
+    index: int | None = None
+
+
+class _RunnerTransactionHost:
+    """HandlerHost whose ``transaction()`` is the transaction the runner holds open."""
+
+    __slots__ = ("_seam", "_unit")
+
+    def __init__(self, seam: RunnerHost, unit: UnitOfWork) -> None:
+        self._seam, self._unit = seam, unit
+
+    def transaction(self) -> AbstractContextManager[UnitOfWork]:
+        return nullcontext(self._unit)
+
+    def check_publish(self, context: str, event_type: type[DomainEvent]) -> None:
+        self._seam.check_publish(context, event_type)
+
+
+async def _await(function: Callable[..., Any], *args: object) -> None:
+    await function(*args)
+
+
+class InboxApplier:
+    """Applies one handler's events with the inbox. Runs in worker threads (blocking DB I/O)."""
+
+    def __init__(self, spec: HandlerSpec, seam: RunnerHost, sqlite_lock: threading.Lock) -> None:
+        if seam.session_factory is None:
+            raise SettingsError(
+                "the consumer runner needs EventSeam(session_factory=...) for its inbox"
+            )
+        self.spec, self._seam, self._sessions = spec, seam, seam.session_factory
+        self._sqlite_lock = sqlite_lock
+        self._observe = metrics.handler_observer(spec.name, metrics.KAFKA)
+
+    def apply_batch(self, events: Sequence[DomainEvent]) -> BatchOutcome:
+        """Apply the events not in the inbox, in order, and record them: one transaction."""
+        bind_contextvars(handler=self.spec.name, context=self.spec.context)
+        index: int | None = None
+        entries: list[inbox.InboxEntry] = []
+        try:
+            with self._sessions() as session, self._exclusive(session), session.begin():
+                host = _RunnerTransactionHost(self._seam, UnitOfWork(session, self._seam.publish))
+                new = inbox.filter_new(session, self.spec.name, [e.event_id for e in events])
+                for position, event in enumerate(events):
+                    if event.event_id in new:
+                        new.discard(event.event_id)  # a duplicate inside the batch runs once
+                        index = position
+                        self._invoke(event, 1, host, session)
+                        entries.append(inbox.InboxEntry.of(event))
+                index = None
+                inbox.record_many(session, self.spec.name, entries)
+        except Exception as exc:
+            return BatchOutcome(error=exc, index=index)
+        return BatchOutcome(applied=len(entries))
+
+    def apply_one(self, event: DomainEvent, attempt: int) -> bool:
+        """Claim the event and apply it in one transaction; False when it was applied before."""
+        bind_contextvars(handler=self.spec.name, context=self.spec.context)
+        with self._sessions() as session, self._exclusive(session), session.begin():
+            try:
+                claimed = inbox.claim(
+                    session, self.spec.name, event.event_id, event.event_name, context=event.source
+                )
+            except SQLAlchemyError as exc:
+                raise InboxUnavailableError(f"inbox claim failed: {exc}") from exc
+            if claimed:
+                host = _RunnerTransactionHost(self._seam, UnitOfWork(session, self._seam.publish))
+                self._invoke(event, attempt, host, session)
+        return claimed
+
+    def _exclusive(self, session: Session) -> AbstractContextManager[Any]:
+        """SQLite has one writer: serialize this process's runner transactions on it.
+
+        Without it a batch's read transaction fails with SQLITE_BUSY when it starts writing
+        after another thread committed (WAL snapshot), and every batch falls back to one by one.
+        """
+        return self._sqlite_lock if session.get_bind().dialect.name == "sqlite" else nullcontext()
+
+    def _invoke(
+        self, event: DomainEvent, attempt: int, host: _RunnerTransactionHost, session: Session
+    ) -> None:
+        """``_call``, its duration observed (eventseam_handler_duration_seconds)."""
+        start = time.perf_counter()
+        try:
+            self._call(event, attempt, host, session)
+        finally:
+            self._observe(time.perf_counter() - start)
+
+    def _call(
+        self, event: DomainEvent, attempt: int, host: _RunnerTransactionHost, session: Session
+    ) -> None:
+        """Call the handler function once (see HandlerContext for what it may do)."""
+        spec = self.spec
+        bind_contextvars(
+            event_id=str(event.event_id),
+            event_type=event.event_name,
+            correlation_id=str(event.correlation_id or event.event_id),
+            attempt=attempt,
+        )
+        if not spec.takes_context:
+            if spec.is_async:
+                anyio.from_thread.run(_await, spec.function, event)
+            else:
+                spec.function(event)
+            return
+        if spec.is_async:
+            context = HandlerContext(spec, event, attempt, host, None)
+            anyio.from_thread.run(_await, spec.function, event, context)
+            # Buffered follow-ups go into the runner's transaction (host.transaction()).
+            context.write_follow_ups()
+        else:
+            with ExitStack() as stack:
+                spec.function(event, HandlerContext(spec, event, attempt, host, stack))
+        session.flush()  # a handler's bad write fails here, attributed to its event
