@@ -19,6 +19,7 @@ multi-row batch that fails for good stops the lane and its rows are retried one 
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Protocol
 
 import anyio
@@ -56,33 +57,32 @@ def stored_headers(blob: bytes) -> list[tuple[str, bytes]] | None:
     """``codec.decode_headers(blob)`` without the JSON parser, for blobs without escapes.
 
     ``codec.encode_headers`` writes ASCII JSON; when it holds no backslash, every ``"`` delimits
-    a string, so splitting on ``"`` gives the names and values as they are (about 2x faster than
-    ``json.loads`` on the relay's hot path). Returns None when the blob needs the parser
-    (escapes, other bytes, another layout).
+    a string, so splitting on ``"`` gives the names and values as they are (the text between the
+    strings must be exactly ``[[ , ],[ , ... ]]``). About 1.7x faster than ``json.loads`` on the
+    relay's hot path. Returns None when the blob needs the parser (escapes, other bytes, another
+    layout).
     """
     if not blob.isascii() or b"\\" in blob:
         return None
     parts = blob.split(b'"')
-    count = len(parts) // 4
-    if (
-        len(parts) != 4 * count + 1
-        or parts[0] != b"[["
-        or parts[-1] != b"]]"
-        or parts[2::4].count(b",") != count
-        or parts[4:-1:4].count(b"],[") != count - 1
-    ):
+    if parts[::2] != _separators(len(parts) // 4):
         return None
-    names = tuple(parts[1::4])
-    decoded = _HEADER_NAMES.get(names)
-    if decoded is None:
-        if len(_HEADER_NAMES) >= 64:
-            _HEADER_NAMES.clear()
-        decoded = _HEADER_NAMES[names] = tuple(name.decode("ascii") for name in names)
-    return list(zip(decoded, parts[3::4], strict=True))
+    names, cached = parts[1::4], _last_names[0]
+    if names != cached[0]:
+        cached = _last_names[0] = (names, [name.decode("ascii") for name in names])
+    return list(zip(cached[1], parts[3::4], strict=True))
 
 
-#: Header name lists seen by stored_headers (rows of one application share a few).
-_HEADER_NAMES: dict[tuple[bytes, ...], tuple[str, ...]] = {}
+@functools.lru_cache(maxsize=64)
+def _separators(count: int) -> list[bytes]:
+    """What lies between the strings of ``count`` encoded headers (see stored_headers)."""
+    if not count:
+        return [b"[]"]
+    return [b"[[", *([b",", b"],["] * count)[:-1], b"]]"]
+
+
+#: The header names stored_headers decoded last, as (raw, decoded): rows share their names.
+_last_names: list[tuple[list[bytes], list[str]]] = [([], [])]
 
 
 def row_log_ids(row: PendingRow) -> dict[str, str]:

@@ -21,17 +21,16 @@ Contract (DESIGN.md, "The relay"):
 - Rows that fail for good are parked after ``max_attempts`` without holding up other aggregates
   (outbox.parked). Published rows kept for a window are purged in batches (outbox.retention).
 
-Pipeline: the next round of rows is fetched while the previous ones are in flight (at most
-``PIPELINE_DEPTH`` rounds, plus the one being fetched, so memory stays flat whatever the
-backlog); while the pipeline is full the next round keeps fetching, up to ``ROUND_FETCHES``
-fetches, so a backlog goes out in larger producer batches. Acknowledged rows are marked in the
-background (claim.Marker). The relay scans from the first pending row again when it caught up
-and at least every ``full_scan_interval``: with few rows held (in flight, or acknowledged and
-not yet marked) at once, leaving the held rows out of what it fetches (a late commit reaches
-the broker one database round trip after it is seen, the pipeline keeps running); with more,
-after letting the pipeline drain. After a failure or a change of slots it always drains first.
-A scan from the start that comes back short has seen every pending row: the relay then waits for
-the next NOTIFY (or ``poll_interval``) before it fetches again.
+Pipeline: while rounds are in flight (at most ``PIPELINE_DEPTH``, so memory stays flat whatever
+the backlog) the next one is fetched, and keeps fetching until there is room (up to
+``ROUND_FETCHES`` fetches), so a backlog goes out in larger producer batches. Acknowledged rows
+are marked in the background (claim.Marker). Rows the relay holds (in a round, or acknowledged
+and not yet marked) are left out of what it fetches, so it scans from the first pending row
+again without draining the pipeline: whenever it caught up, and at least every
+``full_scan_interval`` (draining first when it holds more than a batch). After a failure or a
+change of slots it drains first. A short scan from the start has seen every pending row: the
+relay lets its rounds land (rows committed meanwhile then go out together, one batch per
+partition) and waits for the next NOTIFY, or ``poll_interval``.
 """
 
 from __future__ import annotations
