@@ -86,9 +86,10 @@ NOTES: Final = (
     "  (Tansu, memory storage) holds each fetch for fetch_max_wait_ms (10 ms), so half of that",
     "  is in every p50. Its fetch side also slows down as a topic grows during a run (see the",
     "  drift table, kafka-only included; its produce acknowledgements stay about 0.4 ms p50),",
-    "  apparently the more so the more batches it holds: notify and kafka-only send about one",
-    "  record per batch and drift most, poll-100ms sends ~100 records per round and its broker",
-    "  part stays flat. Longer runs give higher percentiles; compare the relay's own part",
+    "  apparently the more so the more requests and batches it gets: kafka-only sends about one",
+    "  record per batch and drifts most, poll-100ms sends ~100 records per round and its broker",
+    "  part stays flat (without the relay's linger, notify sent one record per round and its p99",
+    "  was 47 ms). Longer runs give higher percentiles; compare the relay's own part",
     "  (commit -> relay append) across modes.",
     "- The machine has 2 cores shared by the producer, the relay, the consumer, PostgreSQL, the",
     "  broker and other engineers' test runs; load bursts show up as tail latency in all modes.",
@@ -453,6 +454,8 @@ def render(result: dict[str, Any]) -> str:
         f"repetitions; load average {result['load_before']:.2f} before, {result['load_after']:.2f} after",
         "- The relay's marking connection runs with `synchronous_commit = off` "
         "(outbox.claim.ASYNC_COMMIT); the producer's commits use the server default.",
+        "- The relay runs with default settings but poll_interval; caught up, it waits "
+        "KafkaSettings.linger_ms (5 ms) between a wake-up and its fetch.",
         "",
         "Commit -> consumed, ms (median over repetitions; range in brackets):",
         "",
