@@ -75,6 +75,7 @@ from engine.modes import Mode
 from engine.settings import EventSeamSettings, KafkaSettings, RelaySettings, TopicSettings
 from outbox import migrate
 from outbox.bundled_broker import BundledBroker
+from outbox.gc_tuning import tune_for_relay
 from outbox.kafka import KafkaTopicAdmin, producer_options
 from outbox.relay import Relay
 from outbox.topics import TopicSpec
@@ -353,6 +354,7 @@ async def run_relay(args: argparse.Namespace) -> dict[str, Any]:
         topics={CONTEXT: TopicSettings(partitions=args.partitions)},
     )
     relay, meter = Relay(settings), Meter()
+    tune_for_relay()  # as the relay command does (outbox.gc_tuning)
     async with anyio.create_task_group() as group:
         await group.start(relay.run)
         meter.start()

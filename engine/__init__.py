@@ -24,6 +24,7 @@ from .dead_letters import InMemoryDeadLetterStore as InMemoryDeadLetterStore
 from .errors import BoundaryViolationError as BoundaryViolationError
 from .errors import BridgeError as BridgeError
 from .errors import BusClosedError as BusClosedError
+from .errors import CiphertextError as CiphertextError
 from .errors import ContextError as ContextError
 from .errors import DecodeError as DecodeError
 from .errors import DuplicateEventError as DuplicateEventError
@@ -32,9 +33,12 @@ from .errors import EventDefinitionError as EventDefinitionError
 from .errors import EventNameError as EventNameError
 from .errors import EventTooLargeError as EventTooLargeError
 from .errors import HandlerError as HandlerError
+from .errors import MasterKeyError as MasterKeyError
 from .errors import OwnershipError as OwnershipError
+from .errors import PersonalDataError as PersonalDataError
 from .errors import RegistryError as RegistryError
 from .errors import SettingsError as SettingsError
+from .errors import SubscriptionError as SubscriptionError
 from .errors import TransactionError as TransactionError
 from .errors import UnknownContextError as UnknownContextError
 from .errors import UnknownDeadLetterError as UnknownDeadLetterError
@@ -44,6 +48,9 @@ from .events import DomainEvent as DomainEvent
 from .events import new_event_id as new_event_id
 from .handler_context import HandlerContext as HandlerContext
 from .modes import Mode as Mode
+from .personal_data import Erased as Erased
+from .personal_data import PersonalData as PersonalData
+from .personal_data import is_erased as is_erased
 from .registry import EventRegistry as EventRegistry
 from .retry import RetryPolicy as RetryPolicy
 from .settings import EventSeamSettings as EventSeamSettings
@@ -64,6 +71,7 @@ __all__ = [
     "BridgeError",
     "Bus",
     "BusClosedError",
+    "CiphertextError",
     "ContextError",
     "ContextMap",
     "DeadLetter",
@@ -73,6 +81,7 @@ __all__ = [
     "DuplicateEventError",
     "EncodedEvent",
     "EngineError",
+    "Erased",
     "EventDefinitionError",
     "EventNameError",
     "EventRegistry",
@@ -84,15 +93,19 @@ __all__ = [
     "HandlerError",
     "HandlerSpec",
     "InMemoryDeadLetterStore",
+    "MasterKeyError",
     "Message",
     "Middleware",
     "Mode",
     "OwnershipError",
+    "PersonalData",
+    "PersonalDataError",
     "Publisher",
     "RegistryError",
     "RetryPolicy",
     "SettingsError",
     "Subscription",
+    "SubscriptionError",
     "SyncBridge",
     "TransactionError",
     "UnitOfWork",
@@ -104,6 +117,7 @@ __all__ = [
     "decode",
     "encode",
     "find_violations",
+    "is_erased",
     "load_settings",
     "new_event_id",
 ]

@@ -25,8 +25,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import ValidationError
+from pydantic_core import from_json
 
-from .errors import DecodeError, EventTooLargeError, UnknownEventError, UpcastError
+from .errors import (
+    CiphertextError,
+    DecodeError,
+    EventTooLargeError,
+    PersonalDataError,
+    UnknownEventError,
+    UpcastError,
+)
+from .personal_data import has_plaintext, parse_sealed
 
 if TYPE_CHECKING:
     import uuid
@@ -67,12 +76,28 @@ class EncodedEvent:
         return len(self.key) + len(self.value) + sum(len(k) + len(v) for k, v in self.headers)
 
 
-def encode(event: DomainEvent, *, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> EncodedEvent:
+def encode(
+    event: DomainEvent,
+    *,
+    max_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    data: dict[str, Any] | None = None,
+) -> EncodedEvent:
     """Encode ``event``; raise EventTooLargeError when the record exceeds ``max_bytes``.
 
-    The event's ``source`` must be set (the engine sets it at publish time).
+    The event's ``source`` must be set (the engine sets it at publish time). ``data`` replaces
+    ``event.data()`` as the value: the sealed data of an event with personal-data fields
+    (engine.crypto_events). Without it such an event raises PersonalDataError while a personal
+    field holds plaintext, so plaintext never reaches the outbox, Kafka or a dead-letter store.
     """
-    value = _PAYLOAD_JSON.encode(event.data()).encode()
+    if data is None:
+        if type(event).personal_fields and has_plaintext(event):
+            raise PersonalDataError(
+                f"{event.event_name} has personal-data fields: publish it through EventSeam "
+                "(which seals them) or encode it with engine.crypto_events.encode_sealed",
+                event_type=event.event_name,
+            )
+        data = event.data()
+    value = _PAYLOAD_JSON.encode(data).encode()
     key = event.aggregate_id.encode()
     headers: Headers = [
         ("ce_specversion", b"1.0"),
@@ -123,11 +148,32 @@ def decode_headers(blob: bytes) -> Headers:
 
 
 def _header_map(headers: Any) -> dict[str, bytes]:
+    """Header name -> value as bytes; the last of repeated names wins, a null value is empty."""
     result: dict[str, bytes] = {}
     for item in headers or ():
         name, raw = item
         result[str(name)] = bytes(raw) if raw is not None else b""
     return result
+
+
+#: Envelope fields read from optional headers, with the header each comes from.
+_OPTIONAL_ENVELOPE: Final = (
+    ("source", "ce_source"),
+    ("correlation_id", "ce_correlationid"),
+    ("causation_id", "ce_causationid"),
+    ("traceparent", "traceparent"),
+)
+_EMPTY: Final = b""
+
+
+def _required(found: dict[str, bytes], name: str) -> str:
+    raw = found.get(name)
+    if raw is None:
+        raise DecodeError(
+            "missing-event-id" if name == "ce_id" else "missing-header",
+            f"header {name!r} is missing",
+        )
+    return raw.decode("utf-8", errors="strict")
 
 
 def decode(
@@ -136,29 +182,35 @@ def decode(
     """Turn a record back into an event, upcasting older versions.
 
     Raises DecodeError with a reason tag for every malformed input; never anything else.
+    The consume hot path: the header map is built once (``dict`` of the pairs, normalized only
+    when a value turns out not to be bytes), the value parsed by pydantic-core's JSON parser
+    and the event validated once by its class's validator.
     """
-    found = _header_map(headers)
-
-    def header(name: str) -> str:
-        raw = found.get(name)
-        if raw is None:
-            raise DecodeError(
-                "missing-event-id" if name == "ce_id" else "missing-header",
-                f"header {name!r} is missing",
-            )
-        return raw.decode("utf-8", errors="strict")
-
     try:
-        event_type = header("ce_type")
-        event_id = header("ce_id")
+        found = dict(headers or ())
+    except (TypeError, ValueError):  # not (name, value) pairs: the general path reports it
+        return _decode(registry, key, value, _header_map(headers))
+    try:
+        return _decode(registry, key, value, found)
+    except AttributeError:  # a header value without .decode (null, memoryview...): normalize
+        return _decode(registry, key, value, _header_map(headers))
+
+
+def _decode(
+    registry: EventRegistry, key: bytes | None, value: bytes | None, found: dict[str, bytes]
+) -> DomainEvent:
+    """``decode`` on a header map."""
+    try:
+        event_type = _required(found, "ce_type")
+        event_id = _required(found, "ce_id")
         version = int(found.get("ce_dataversion", b"1").decode())
     except DecodeError:
         raise
     except (UnicodeDecodeError, ValueError) as exc:
         raise DecodeError("bad-header", f"unreadable CloudEvents header: {exc}") from exc
     try:
-        data = json.loads(value or b"")
-    except (ValueError, UnicodeDecodeError) as exc:
+        data = from_json(value or _EMPTY)
+    except ValueError as exc:
         raise DecodeError(
             "bad-json", f"value of {event_type} {event_id} is not JSON: {exc}"
         ) from exc
@@ -175,20 +227,23 @@ def decode(
         raise DecodeError(reason, str(exc)) from exc
     except UpcastError as exc:
         raise DecodeError("unknown-version", str(exc)) from exc
-    envelope: dict[str, Any] = {
-        "event_id": event_id,
-        "occurred_at": found.get("ce_time", b"").decode() or None,
-        "aggregate_id": (key or b"").decode() or found.get("ce_subject", b"").decode(),
-        "source": found.get("ce_source", b"").decode() or None,
-        "correlation_id": found.get("ce_correlationid", b"").decode() or None,
-        "causation_id": found.get("ce_causationid", b"").decode() or None,
-        "traceparent": found.get("traceparent", b"").decode() or None,
-    }
-    if envelope["occurred_at"] is None:
-        envelope.pop("occurred_at")
-    known = event_class.model_fields
-    data = {name: value for name, value in data.items() if name in known}
+    known = event_class.__pydantic_fields__
+    if not data.keys() <= known.keys():  # open for readers: drop what this version lacks
+        data = {name: value for name, value in data.items() if name in known}
+    if event_class.personal_fields:  # left sealed: the consumer opens them (crypto_events)
+        try:
+            data = parse_sealed(event_class.personal_fields, data)
+        except CiphertextError as exc:
+            raise DecodeError("bad-personal-data", f"{event_type} {event_id}: {exc}") from exc
+    data["event_id"] = event_id
+    occurred_at = found.get("ce_time", _EMPTY).decode()
+    if occurred_at:
+        data["occurred_at"] = occurred_at
+    data["aggregate_id"] = (key or _EMPTY).decode() or found.get("ce_subject", _EMPTY).decode()
+    for field, name in _OPTIONAL_ENVELOPE:
+        data[field] = found.get(name, _EMPTY).decode() or None
     try:
-        return event_class.model_validate({**data, **envelope})
+        event: DomainEvent = event_class.__pydantic_validator__.validate_python(data)
     except ValidationError as exc:
         raise DecodeError("schema-mismatch", f"{event_type} v{version} {event_id}: {exc}") from exc
+    return event

@@ -14,9 +14,10 @@ Contract of ``KafkaConsumer``:
 * The consumer never asks the broker to auto-create a topic (the bundled broker would create it
   with 4 partitions); the runner creates its topics explicitly (outbox.topics).
 * ``aclose`` leaves the group at once (no wait for the session timeout).
-* Broker failures surface as ``ConsumeError``; a commit the group no longer accepts (the
-  partitions moved to another member) returns False instead: the next owner re-reads those
-  records and the inbox absorbs them.
+* Broker failures surface as ``ConsumeError`` (KafkaTLSError, not retried, when the broker's
+  certificate is refused; KafkaSecurityError at construction for unusable TLS/SASL settings);
+  a commit the group no longer accepts (the partitions moved to another member) returns False
+  instead: the next owner re-reads those records and the inbox absorbs them.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka import errors as kafka_errors
 
 from outbox.kafka import forbid_auto_create, security_options
+from outbox.kafka_security import diagnose_tls
 
 from .errors import ConsumeError
 
@@ -149,6 +151,7 @@ class KafkaConsumer:
         self._options = consumer_options(
             kafka, settings, group_id, client_id or f"{kafka.client_id}-worker"
         )
+        self._kafka = kafka
         self._consumer: AIOKafkaConsumer | None = None
 
     async def start(self, hooks: RebalanceHooks) -> None:
@@ -159,6 +162,9 @@ class KafkaConsumer:
             await consumer.start()
         except (kafka_errors.KafkaError, OSError) as exc:
             await consumer.stop()
+            tls_error = await diagnose_tls(self._kafka)
+            if tls_error is not None:  # a refused certificate is not an outage: no retry
+                raise tls_error from exc
             raise ConsumeError(self.group_id, f"{type(exc).__name__}: {exc}") from exc
         consumer.subscribe(self.topics, listener=_Listener(hooks))
         self._consumer = consumer

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .errors import HandlerError, OwnershipError, UnknownContextError
+from .errors import HandlerError, OwnershipError, SubscriptionError, UnknownContextError
 
 if TYPE_CHECKING:
     from .events import DomainEvent
@@ -55,17 +55,25 @@ class BoundedContext:
 
     ``events_module`` is the one module other contexts may import (defaults to
     ``contexts.<name>.events``); the boundary check enforces it.
+
+    Access rules: a context publishes only the event types it ``owns`` (OwnershipError). With
+    ``subscribes=[...]`` its handlers may subscribe only to those types (SubscriptionError when
+    a handler is declared, and again when a ContextMap is built); without it, the types its
+    handlers subscribe to are its declaration. ``eventseam acl`` derives Kafka ACLs from both.
     """
 
     name: str
     owns: Sequence[type[DomainEvent]] = ()
     events_module: str | None = None
     handlers: list[HandlerSpec] = field(default_factory=list)
+    subscribes: Sequence[type[DomainEvent]] | None = None
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
             raise HandlerError(f"context name {self.name!r} must be lower_snake_case")
         self.owns = tuple(self.owns)
+        if self.subscribes is not None:
+            self.subscribes = tuple(self.subscribes)
         for event_type in self.owns:
             if event_type.is_abstract():
                 raise HandlerError(
@@ -85,6 +93,8 @@ class BoundedContext:
         if not _NAME.match(name):
             raise HandlerError(f"handler name {name!r} must be lower_snake_case")
         full_name = f"{self.name}.{name}"
+        for event_type in event_types:
+            self.check_subscription(full_name, event_type)
 
         def decorate(function: F) -> F:
             if any(spec.name == full_name for spec in self.handlers):
@@ -109,6 +119,11 @@ class BoundedContext:
         """Every event class one of this context's handlers subscribes to."""
         return {t for spec in self.handlers for t in spec.event_types}
 
+    def check_subscription(self, handler: str, event_type: type[DomainEvent]) -> None:
+        """Raise SubscriptionError when ``subscribes`` is declared and lacks ``event_type``."""
+        if self.subscribes is not None and event_type not in self.subscribes:
+            raise SubscriptionError(self.name, handler, event_type.event_name)
+
 
 def _positional_count(function: Callable[..., Any]) -> int:
     parameters = inspect.signature(function).parameters.values()
@@ -128,6 +143,9 @@ class ContextMap:
             if context.name in self._contexts:
                 raise HandlerError(f"context {context.name!r} is registered twice")
             self._contexts[context.name] = context
+            for spec in context.handlers:  # handlers appended without the decorator, too
+                for subscribed in spec.event_types:
+                    context.check_subscription(spec.name, subscribed)
             for event_type in context.owns:
                 if event_type in self._owner:
                     raise HandlerError(

@@ -12,13 +12,18 @@
     ├── ContextError
     │   ├── UnknownContextError   a context name is not registered
     │   ├── OwnershipError        a context publishes an event it does not own
+    │   ├── SubscriptionError     a handler subscribes to an event its context did not declare
     │   └── BoundaryViolationError a context imports another context's internals
     ├── HandlerError              a handler is declared wrongly (duplicate durable name, bad signature)
+    │   └── UnknownHandlerError   a durable handler name no context declares
     ├── TransactionError          publish called outside a transaction, or on a closed one
     ├── BridgeError               a blocking/loop-only API is called from the wrong thread
     ├── UnknownDeadLetterError    a dead-letter id that the store does not hold
     ├── BusClosedError            the bus is not running, or is shutting down
     ├── ConsumeError              the Kafka consumer cannot reach the broker or is refused (retriable)
+    ├── PersonalDataError         personal data cannot be sealed or opened (engine.personal_data)
+    │   ├── MasterKeyError        no usable master key, or not the one that wrapped the subject keys
+    │   └── CiphertextError       a personal-data envelope is malformed or fails authentication
     └── SettingsError             settings are invalid (unknown context, unknown mode)
 
 Every class carries what went wrong as attributes, so callers never parse messages.
@@ -88,7 +93,7 @@ class DecodeError(EngineError):
     """Raised by the codec when a record cannot be turned back into an event.
 
     `reason` is a short machine-readable tag (bad-json, unknown-type, unknown-version,
-    missing-event-id, schema-mismatch, missing-header).
+    missing-event-id, schema-mismatch, missing-header, bad-personal-data).
     """
 
     def __init__(self, reason: str, detail: str) -> None:
@@ -137,6 +142,18 @@ class OwnershipError(ContextError):
         super().__init__(f"{who} cannot publish {event_type}: {by}")
 
 
+class SubscriptionError(ContextError):
+    """Raised at start-up (handler declaration, ContextMap) when a handler subscribes to an event
+    type that its context does not list in ``subscribes=[...]``."""
+
+    def __init__(self, context: str, handler: str, event_type: str) -> None:
+        self.context, self.handler, self.event_type = context, handler, event_type
+        super().__init__(
+            f"handler {handler!r} subscribes to {event_type}, which context {context!r} does "
+            f"not declare; add it to BoundedContext({context!r}, subscribes=[...])"
+        )
+
+
 class BoundaryViolationError(ContextError):
     """Raised by the boundary check when contexts import each other's internals."""
 
@@ -147,6 +164,18 @@ class BoundaryViolationError(ContextError):
 
 class HandlerError(EngineError):
     """Raised when a handler is declared wrongly (duplicate durable name, bad signature)."""
+
+
+class UnknownHandlerError(HandlerError, KeyError):
+    """Raised by engine.redelivery (``eventseam dlq replay``, ``eventseam replay --handler``) for
+    a durable handler name that no context of the application declares."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name, self.known = name, known
+        super().__init__(f"unknown handler {name!r}; known handlers: {', '.join(known) or 'none'}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class TransactionError(EngineError):
@@ -191,3 +220,31 @@ class ConsumeError(EngineError):
 
 class SettingsError(EngineError, ValueError):
     """Raised when settings name an unknown context or mode, or are otherwise invalid."""
+
+
+class PersonalDataError(EngineError):
+    """Raised when a personal-data field cannot be sealed or opened (see engine.personal_data).
+
+    Also raised by ``engine.codec.encode`` for an event whose personal-data fields still hold
+    plaintext: such events are sealed by ``EventSeam.prepare``, never encoded directly.
+    """
+
+    def __init__(self, message: str, *, event_type: str | None = None, field: str | None = None):
+        self.event_type, self.field = event_type, field
+        super().__init__(message)
+
+
+class MasterKeyError(PersonalDataError):
+    """Raised when the personal-data master key is missing or malformed, or does not unwrap the
+    subject keys in the key table (wrong key): fix ``EVENTSEAM_PERSONAL_DATA__MASTER_KEY``.
+
+    Retriable for consumers: the event is not at fault, so the runner waits instead of
+    dead-lettering it.
+    """
+
+    retriable = True
+
+
+class CiphertextError(PersonalDataError):
+    """Raised when a personal-data envelope is malformed, or its key exists but authentication
+    fails (tampered ciphertext, or an envelope moved to another event or field)."""

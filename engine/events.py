@@ -25,6 +25,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 from uuid_utils.compat import uuid7
 
 from .errors import EventDefinitionError
+from .personal_data import PersonalField, find_personal_fields
 
 #: Field names that belong to the envelope, not to the event's own data.
 ENVELOPE_FIELDS: frozenset[str] = frozenset(
@@ -76,6 +77,9 @@ class DomainEvent(BaseModel):
 
     event_name: ClassVar[str] = ""
     event_version: ClassVar[int] = 0
+    #: Fields marked ``PersonalData`` (engine.personal_data), found once when the class is
+    #: created; empty for most events, which then skip every personal-data step.
+    personal_fields: ClassVar[tuple[PersonalField, ...]] = ()
 
     event_id: uuid.UUID = Field(default_factory=new_event_id)
     occurred_at: AwareDatetime = Field(default_factory=utc_now)
@@ -89,7 +93,13 @@ class DomainEvent(BaseModel):
         super().__init_subclass__(**kwargs)
         if name is None:
             cls.event_name, cls.event_version = "", 0
+            if cls.model_post_init is BaseModel.model_post_init:  # below a concrete event
+                cls.model_post_init = DomainEvent.model_post_init  # type: ignore[method-assign]
             return
+        if cls.model_post_init is DomainEvent.model_post_init:
+            # A concrete event needs no abstract-base check: without a hook pydantic calls no
+            # Python per instance (decoding thousands of events a second pays for it).
+            cls.model_post_init = BaseModel.model_post_init  # type: ignore[method-assign]
         if not isinstance(name, str) or not name.strip() or name != name.strip():
             raise EventDefinitionError(
                 f"{cls.__qualname__}: the wire name must be a non-empty string without surrounding spaces"
@@ -99,6 +109,12 @@ class DomainEvent(BaseModel):
                 f"{cls.__qualname__}: version must be an integer >= 1, got {version!r}"
             )
         cls.event_name, cls.event_version = name, version
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        """Find the personal-data fields once, when the class is complete."""
+        super().__pydantic_init_subclass__(**kwargs)
+        cls.personal_fields = find_personal_fields(cls)
 
     def model_post_init(self, context: Any, /) -> None:
         """Refuse instances of abstract bases (no wire name).

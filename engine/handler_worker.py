@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, TypeAlias
+from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeAlias
 
 import anyio
 import anyio.lowlevel
@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+#: Records decoded between two yields to the event loop in ``_prepare`` (~0.3 ms of decoding).
+_DECODE_SLICE = 64
+
 
 class DeadLetterPublisher(Protocol):
     """Sends dead-letter records and waits for the broker's ack (KafkaPublisher, or a fake)."""
@@ -60,9 +63,8 @@ class HandlerStats:
     failures: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class _Item:
-    """A decoded record the handler subscribes to."""
+class _Item(NamedTuple):
+    """A decoded record the handler subscribes to (a tuple: built once per record)."""
 
     record: Record
     event: DomainEvent
@@ -98,12 +100,12 @@ class _Progress:
         opened = self._open.get(partition)
         if not opened:
             return  # forgotten by a revoke: the record will be fetched again
-        done = self._done.setdefault(partition, set())
         if opened[0] != offset:
-            done.add(offset)
+            self._done.setdefault(partition, set()).add(offset)
             return
         opened.popleft()
-        while opened and opened[0] in done:
+        done = self._done.get(partition)
+        while done and opened and opened[0] in done:
             offset = opened.popleft()
             done.discard(offset)
         self.next[partition] = offset + 1
@@ -159,6 +161,7 @@ class HandlerWorker:
         self._wanted = frozenset(
             c.event_name for c in self._registry.events() if issubclass(c, spec.event_types)
         )
+        self._skippable = self._known - self._wanted  # passed over without decoding
         self.stats = HandlerStats()
         self._log = log.bind(handler=spec.name, group=consumer.group_id)
         self._progress = _Progress()
@@ -241,7 +244,12 @@ class HandlerWorker:
             return None
         self._progress.add(records)
         items: list[_Item] = []
-        for record in records:
+        for position, record in enumerate(records):
+            if position and not position % _DECODE_SLICE:
+                # Let the loop run: the batch being applied in a worker thread needs the GIL
+                # (and the loop, for its result) between its database round trips; a long
+                # decode stretch made it wait a switch interval (5 ms) per round trip.
+                await anyio.lowlevel.checkpoint()
             try:
                 item = self._decode(record)
             except DecodeError as exc:
@@ -261,10 +269,9 @@ class HandlerWorker:
 
     def _decode(self, record: Record) -> _Item | None:
         """The record as this handler's event; None when passed over; DecodeError if malformed."""
-        for key, value in record.headers:
+        for key, value in record.headers if self._skippable else ():
             if key == "ce_type":
-                name = value.decode(errors="replace")
-                if name in self._known and name not in self._wanted:
+                if value.decode(errors="replace") in self._skippable:
                     self._complete(record, "ignored")
                     return None
                 break
@@ -279,7 +286,8 @@ class HandlerWorker:
         pending = items
         while pending and not self._interrupt.is_set():
             events = [item.event for item in pending]
-            outcome = await anyio.to_thread.run_sync(self._applier.apply_batch, events)
+            records = [item.record for item in pending]
+            outcome = await anyio.to_thread.run_sync(self._applier.apply_batch, events, records)
             if outcome.error is None:
                 self.stats.applied += outcome.applied
                 self.stats.skipped += len(pending) - outcome.applied
@@ -312,7 +320,7 @@ class HandlerWorker:
                 return False
             try:
                 applied = await anyio.to_thread.run_sync(
-                    self._applier.apply_one, item.event, attempt + 1
+                    self._applier.apply_one, item.event, attempt + 1, item.record
                 )
             except InboxUnavailableError as exc:
                 outages, error = outages + 1, None

@@ -19,8 +19,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from structlog.contextvars import bind_contextvars
 
 from . import inbox, metrics
-from .errors import EngineError, SettingsError
+from .errors import EngineError, MasterKeyError, SettingsError
 from .handler_context import HandlerContext
+from .tracing import ConsumerSpans
 from .unit_of_work import UnitOfWork
 
 if TYPE_CHECKING:
@@ -30,7 +31,9 @@ if TYPE_CHECKING:
 
     from sqlalchemy.orm import Session
 
+    from .consumer import Record
     from .contexts import HandlerSpec
+    from .crypto_keys import SubjectKeys
     from .events import DomainEvent
     from .runner import RunnerHost
 
@@ -72,39 +75,58 @@ async def _await(function: Callable[..., Any], *args: object) -> None:
 class InboxApplier:
     """Applies one handler's events with the inbox. Runs in worker threads (blocking DB I/O)."""
 
-    def __init__(self, spec: HandlerSpec, seam: RunnerHost, sqlite_lock: threading.Lock) -> None:
+    def __init__(
+        self,
+        spec: HandlerSpec,
+        seam: RunnerHost,
+        sqlite_lock: threading.Lock,
+        *,
+        group: str | None = None,
+    ) -> None:
         if seam.session_factory is None:
             raise SettingsError(
                 "the consumer runner needs EventSeam(session_factory=...) for its inbox"
             )
         self.spec, self._seam, self._sessions = spec, seam, seam.session_factory
         self._sqlite_lock = sqlite_lock
+        # EventSeam.personal_data: opens sealed personal-data fields (None: no event has any).
+        self._keys: SubjectKeys | None = getattr(seam, "personal_data", None)
         self._observe = metrics.handler_observer(spec.name, metrics.KAFKA)
+        # ``process <topic>`` spans of consumer group ``group`` (None: tracing is off).
+        self._spans = ConsumerSpans.for_handler(spec.name, group)
 
-    def apply_batch(self, events: Sequence[DomainEvent]) -> BatchOutcome:
-        """Apply the events not in the inbox, in order, and record them: one transaction."""
-        bind_contextvars(handler=self.spec.name, context=self.spec.context)
+    def apply_batch(
+        self, events: Sequence[DomainEvent], records: Sequence[Record] = ()
+    ) -> BatchOutcome:
+        """Claim the events not in the inbox and apply them, in order: one transaction.
+
+        The inbox rows are inserted first (``inbox.claim_many``: one statement on PostgreSQL),
+        then the handler runs for each claimed event; any failure rolls both back.
+        ``records`` (the fetched records of ``events``, same positions) name the spans' topics.
+        """
+        bind_contextvars(handler=self.spec.name, context=self.spec.context, attempt=1)
         index: int | None = None
-        entries: list[inbox.InboxEntry] = []
+        applied = 0
         try:
             with self._sessions() as session, self._exclusive(session), session.begin():
                 host = _RunnerTransactionHost(self._seam, UnitOfWork(session, self._seam.publish))
-                new = inbox.filter_new(session, self.spec.name, [e.event_id for e in events])
+                new = inbox.claim_many(session, self.spec.name, events)
+                events = self._opened(session, events)  # same positions (outcome.index)
                 for position, event in enumerate(events):
                     if event.event_id in new:
                         new.discard(event.event_id)  # a duplicate inside the batch runs once
                         index = position
-                        self._invoke(event, 1, host, session)
-                        entries.append(inbox.InboxEntry.of(event))
+                        record = records[position] if records else None
+                        self._invoke(event, 1, host, session, record)
+                        applied += 1
                 index = None
-                inbox.record_many(session, self.spec.name, entries)
         except Exception as exc:
             return BatchOutcome(error=exc, index=index)
-        return BatchOutcome(applied=len(entries))
+        return BatchOutcome(applied=applied)
 
-    def apply_one(self, event: DomainEvent, attempt: int) -> bool:
+    def apply_one(self, event: DomainEvent, attempt: int, record: Record | None = None) -> bool:
         """Claim the event and apply it in one transaction; False when it was applied before."""
-        bind_contextvars(handler=self.spec.name, context=self.spec.context)
+        bind_contextvars(handler=self.spec.name, context=self.spec.context, attempt=attempt)
         with self._sessions() as session, self._exclusive(session), session.begin():
             try:
                 claimed = inbox.claim(
@@ -113,9 +135,24 @@ class InboxApplier:
             except SQLAlchemyError as exc:
                 raise InboxUnavailableError(f"inbox claim failed: {exc}") from exc
             if claimed:
+                try:
+                    (event,) = self._opened(session, [event])
+                except (MasterKeyError, SQLAlchemyError) as exc:
+                    raise InboxUnavailableError(f"personal-data keys unusable: {exc}") from exc
                 host = _RunnerTransactionHost(self._seam, UnitOfWork(session, self._seam.publish))
-                self._invoke(event, attempt, host, session)
+                self._invoke(event, attempt, host, session, record)
         return claimed
+
+    def _opened(self, session: Session, events: Sequence[DomainEvent]) -> Sequence[DomainEvent]:
+        """``events`` with sealed personal-data fields opened (or ``Erased``), in this transaction.
+
+        Events without personal-data fields pass through untouched (engine.crypto_events).
+        """
+        if self._keys is None or not any(type(e).personal_fields for e in events):
+            return events
+        from .crypto_events import open_events
+
+        return open_events(self._keys, session.connection(), events)
 
     def _exclusive(self, session: Session) -> AbstractContextManager[Any]:
         """SQLite has one writer: serialize this process's runner transactions on it.
@@ -126,12 +163,21 @@ class InboxApplier:
         return self._sqlite_lock if session.get_bind().dialect.name == "sqlite" else nullcontext()
 
     def _invoke(
-        self, event: DomainEvent, attempt: int, host: _RunnerTransactionHost, session: Session
+        self,
+        event: DomainEvent,
+        attempt: int,
+        host: _RunnerTransactionHost,
+        session: Session,
+        record: Record | None = None,
     ) -> None:
-        """``_call``, its duration observed (eventseam_handler_duration_seconds)."""
+        """``_call``, its duration observed (eventseam_handler_duration_seconds), in its span."""
         start = time.perf_counter()
         try:
-            self._call(event, attempt, host, session)
+            if self._spans is None:
+                self._call(event, attempt, host, session)
+            else:
+                with self._spans.processing(event, record, attempt):
+                    self._call(event, attempt, host, session)
         finally:
             self._observe(time.perf_counter() - start)
 
@@ -140,12 +186,13 @@ class InboxApplier:
     ) -> None:
         """Call the handler function once (see HandlerContext for what it may do)."""
         spec = self.spec
+        event_id = str(event.event_id)
+        correlation = event.correlation_id
         bind_contextvars(
-            event_id=str(event.event_id),
+            event_id=event_id,
             event_type=event.event_name,
-            correlation_id=str(event.correlation_id or event.event_id),
-            attempt=attempt,
-        )
+            correlation_id=event_id if correlation is None else str(correlation),
+        )  # handler, context and attempt: bound once per transaction by the caller
         if not spec.takes_context:
             if spec.is_async:
                 anyio.from_thread.run(_await, spec.function, event)

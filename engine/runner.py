@@ -15,9 +15,9 @@ Contract:
 * Each fetched batch (at most ``max_poll_records``) is decoded (engine.codec: upcast and
   validated). Records of types the handler does not subscribe to are passed over; malformed ones
   go to the dead-letter topic with their DecodeError reason at once, never to the handler.
-* The batch is applied in ONE transaction: ``inbox.filter_new``, the handler for each new event
-  (its ``ctx.session`` writes and ``ctx.publish`` follow-ups join that transaction),
-  ``inbox.record_many``, commit. Events already in the inbox are skipped, so a redelivery is
+* The batch is applied in ONE transaction: ``inbox.claim_many`` (one statement on PostgreSQL),
+  the handler for each claimed event (its ``ctx.session`` writes and ``ctx.publish`` follow-ups
+  join that transaction), commit. Events already in the inbox are skipped, so a redelivery is
   never applied twice. When anything fails the transaction rolls back and the events up to the
   failing one are applied one by one (``inbox.claim`` + handler, a transaction each); batching
   then resumes. A failing event is retried with backoff (engine.retry); after ``max_attempts``
@@ -140,7 +140,7 @@ class ConsumerRunner:
             HandlerWorker(
                 spec,
                 consumers(self.group_id(spec), sorted(self._topics[spec.name])),
-                InboxApplier(spec, self.seam, lock),
+                InboxApplier(spec, self.seam, lock, group=self.group_id(spec)),
                 self,
             )
             for spec in self.specs
@@ -148,7 +148,7 @@ class ConsumerRunner:
 
     def group_id(self, spec: HandlerSpec) -> str:
         """The consumer group of ``spec``: group prefix + durable handler name."""
-        return f"{self.settings.group_prefix}{spec.name}"
+        return self.settings.group_id(spec.name)
 
     def topics(self) -> dict[str, list[str]]:
         """Topics each handler reads, by durable handler name."""

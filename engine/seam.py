@@ -8,8 +8,9 @@
 
 Publish contract (``publish`` / ``publish_async``):
 
-1. The publishing context is ``context=`` (checked: it must own every event) or the owner of
-   each event's type; an unowned type raises OwnershipError.
+1. The publishing context is ``context=`` (checked: it must own every event), else the running
+   handler's context when called from a handler (checked the same way), else the owner of each
+   event's type; an unowned type raises OwnershipError.
 2. Each event is stamped with ``source`` (and ``traceparent`` when OpenTelemetry is installed and
    a span is active) and encoded; every event is encoded before anything is written, so an
    oversize one raises EventTooLargeError with nothing written.
@@ -33,12 +34,10 @@ retries on demand. Their outbox rows are committed as well (status ``local`` or 
 
 from __future__ import annotations
 
-import functools
-import importlib
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.from_thread
@@ -48,15 +47,17 @@ from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session, scoped_session
 
-from outbox.writer import WriteStrategy, write, write_async
+from outbox.writer import WriteStrategy, joined_connection, write, write_async
 
 from .bridge import SyncBridge, default_bridge
 from .bus import Bus
 from .codec import EncodedEvent, encode
 from .contexts import BoundedContext, ContextMap
+from .dead_letter_db import SqlDeadLetterStore
 from .errors import (
     BusClosedError,
     OwnershipError,
+    PersonalDataError,
     SettingsError,
     TransactionError,
     UnknownContextError,
@@ -65,16 +66,18 @@ from .flags import FlagSource
 from .handler_context import current_handler, subscription_for
 from .metrics import timed_subscription
 from .registry import EventRegistry
+from .tracing import current_traceparent, traced_subscription
 from .unit_of_work import UnitOfWork, hold_until_commit
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator, Sequence
+    from collections.abc import Iterable, Iterator, Sequence
     from concurrent.futures import Future
 
     from anyio.abc import TaskStatus
     from sqlalchemy import Connection
     from sqlalchemy.orm import sessionmaker
 
+    from .crypto_keys import SubjectKeys
     from .dead_letters import DeadLetterStore
     from .events import DomainEvent
     from .modes import Mode
@@ -134,14 +137,21 @@ class EventSeam:
             registry if registry is not None else EventRegistry(strict=settings.strict_names)
         )
         self.registry.register_all(self.contexts.event_types())
+        #: Keys of personal-data fields (engine.personal_data); None when no event has any.
+        self.personal_data: SubjectKeys | None = _subject_keys(settings, self.registry)
         self.session_factory = session_factory
         self._bridge = bridge
         in_process = [name for name in self.contexts.names() if name not in settings.detached]
         has_inbox = session_factory is not None
         subscriptions = [
-            timed_subscription(subscription_for(spec, self, middlewares, inbox=has_inbox))
+            timed_subscription(
+                traced_subscription(subscription_for(spec, self, middlewares, inbox=has_inbox))
+            )
             for spec in self.contexts.handlers(in_process)
         ]
+        bound = _bound_engine(session_factory)
+        if dead_letters is None and bound is not None:  # persisted: `eventseam dlq` sees them
+            dead_letters = SqlDeadLetterStore(bound, self.registry, keys=self.personal_data)
         self.bus = Bus(subscriptions, settings.bus, dead_letters)
         # In-process handlers also consume from Kafka (dual/broker modes; see ``run``).
         self._consumed = [name for name in in_process if self.contexts[name].handlers]
@@ -196,7 +206,10 @@ class EventSeam:
             return
         if isinstance(target, scoped_session):
             target = target()
-        prepared = self.prepare(events, context)
+        if self._seals(events):
+            prepared = self.prepare(events, context, connection=joined_connection(target))
+        else:
+            prepared = self.prepare(events, context)
         write(target, prepared.records, prepared.modes, strategy=WriteStrategy.AT_COMMIT)
         if prepared.local:
             hold_until_commit(target, prepared.local, self.deliver_committed)
@@ -210,7 +223,10 @@ class EventSeam:
         """``publish`` for an AsyncSession or AsyncConnection (same contract)."""
         if not events:
             return
-        prepared = self.prepare(events, context)
+        if self._seals(events):
+            prepared = await target.run_sync(self._prepare_joined, events, context)
+        else:
+            prepared = self.prepare(events, context)
         await write_async(
             target, prepared.records, prepared.modes, strategy=WriteStrategy.AT_COMMIT
         )
@@ -227,27 +243,78 @@ class EventSeam:
         with self.session_factory() as session, session.begin():
             yield UnitOfWork(session, self.publish)
 
-    def prepare(self, events: Sequence[DomainEvent], context: str | None = None) -> Prepared:
-        """Check ownership, stamp, encode (size guard) and pick each event's mode; write nothing.
+    def prepare(
+        self,
+        events: Sequence[DomainEvent],
+        context: str | None = None,
+        *,
+        connection: Connection | None = None,
+    ) -> Prepared:
+        """Check ownership, stamp, seal personal data, encode (size guard), pick each event's
+        mode; write nothing but subject keys.
 
         The first step of every publish path (SQLAlchemy here, Django's cursor in the Django
         integration): raises OwnershipError / EventTooLargeError before anything is written.
+        Events with personal-data fields need ``connection`` (the publish transaction's): their
+        subjects' keys are read, or created, on it (engine.crypto_events); without it they raise
+        PersonalDataError. The records carry only sealed values; ``local`` keeps the plaintext
+        objects for in-process handlers (they never leave the process).
         """
         traceparent = current_traceparent()
         prepared = Prepared([], [], [])
+        stamped_events: list[DomainEvent] = []
         for event in events:
             source = self._publishing_context(type(event), context)
             mode = self.mode_of(source)
             stamped = event.model_copy(
                 update={"source": source, "traceparent": event.traceparent or traceparent}
             )
-            prepared.records.append(encode(stamped, max_bytes=self.settings.max_event_bytes))
+            stamped_events.append(stamped)
             prepared.modes.append(mode)
             if mode.dispatches_locally:
                 prepared.local.append(stamped)
+        sealed = self._sealed_data(stamped_events, connection)
+        for stamped, data in zip(stamped_events, sealed, strict=True):
+            prepared.records.append(
+                encode(stamped, max_bytes=self.settings.max_event_bytes, data=data)
+            )
         return prepared
 
+    def _seals(self, events: Sequence[DomainEvent]) -> bool:
+        """True when some of ``events`` have personal-data fields to seal."""
+        return self.personal_data is not None and any(type(e).personal_fields for e in events)
+
+    def _prepare_joined(
+        self,
+        target: Session | Connection,
+        events: Sequence[DomainEvent],
+        context: str | None,
+    ) -> Prepared:
+        """``prepare`` on ``target``'s transaction (the async paths call it through run_sync)."""
+        return self.prepare(events, context, connection=joined_connection(target))
+
+    def _sealed_data(
+        self, events: Sequence[DomainEvent], connection: Connection | None
+    ) -> Sequence[dict[str, Any] | None]:
+        """Per event, its data with personal fields sealed; None for events without any."""
+        if not self._seals(events):
+            return [None] * len(events)
+        if connection is None:
+            raise PersonalDataError(
+                "events with PersonalData fields are sealed on the publish transaction's "
+                "connection: publish them with EventSeam.publish / publish_async (a SQLAlchemy "
+                "Session or Connection); the Django cursor path does not seal yet",
+                event_type=next(e.event_name for e in events if type(e).personal_fields),
+            )
+        from .crypto_events import seal_events
+
+        assert self.personal_data is not None  # _seals checked it
+        return seal_events(self.personal_data, connection, events)
+
     def _publishing_context(self, event_type: type[DomainEvent], context: str | None) -> str:
+        handler = current_handler()
+        if context is None and handler is not None:  # a handler publishes for its own context
+            context = handler.split(".", 1)[0]
         if context is not None:
             self.check_publish(context, event_type)
             return context
@@ -313,8 +380,13 @@ class EventSeam:
 
     # -- running --------------------------------------------------------------------------
 
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, consume: bool = True, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """Run the bus (and the flag refresher) until ``aclose``/``stop``; use ``TaskGroup.start``.
+
+        ``consume=False`` runs no consumer runner whatever the settings (operator commands such
+        as ``eventseam replay`` run the bus only, for the follow-ups of what they apply).
 
         With a database (``session_factory``), the flag table is read before the seam accepts
         events: a missing table fails the start (run ``eventseam db upgrade``).
@@ -334,7 +406,7 @@ class EventSeam:
                 await group.start(self._run_bus, group.cancel_scope)
                 self._loop = _Loop(anyio.lowlevel.current_token(), threading.get_ident())
                 await self.redeliver_undelivered()
-                if self._consume:
+                if self._consume and consume:
                     group.start_soon(self._run_consumers, name="eventseam.seam.consumers")
                 task_status.started()
         finally:
@@ -342,12 +414,17 @@ class EventSeam:
 
     async def _run_consumers(self) -> None:
         """Run the in-process handlers' consumer runner until ``aclose`` stops it."""
+        from outbox.errors import KafkaSecurityError
+        from outbox.kafka_security import first_security_error
+
         from .runner import ConsumerRunner  # imports aiokafka: only when Kafka is configured
 
         self._consumers_done = done = anyio.Event()
         try:
             self.consumer_runner = ConsumerRunner(self, self._consumed)
             await self.consumer_runner.run()
+        except* KafkaSecurityError as errors:  # unusable TLS/SASL: the bus keeps running
+            _log.error("seam.consumers_failed", error=str(first_security_error(errors)))
         finally:
             done.set()
 
@@ -389,6 +466,18 @@ class EventSeam:
         future.result()
 
 
+def _subject_keys(settings: EventSeamSettings, registry: EventRegistry) -> SubjectKeys | None:
+    """The key table's view when a registered event has personal-data fields, else None.
+
+    Raises MasterKeyError when such events exist but no master key is configured.
+    """
+    if not any(event_type.personal_fields for event_type in registry.events()):
+        return None
+    from .crypto_keys import SubjectKeys  # imports cryptography: only when needed
+
+    return SubjectKeys.from_settings(settings.personal_data)
+
+
 def _bound_engine(session_factory: sessionmaker[Session] | None) -> Engine | None:
     """The Engine a sessionmaker is bound to, if any (the flag table is read through it)."""
     bind = session_factory.kw.get("bind") if session_factory is not None else None
@@ -412,23 +501,3 @@ def _check_settings(settings: EventSeamSettings, contexts: ContextMap) -> None:
                 f"settings.{section} names unknown context(s) {', '.join(map(repr, unknown))}; "
                 f"known contexts: {', '.join(contexts.names()) or 'none'}"
             ) from UnknownContextError(unknown[0], contexts.names())
-
-
-@functools.cache
-def _otel_inject() -> Callable[[dict[str, str]], None] | None:
-    try:
-        propagate = importlib.import_module("opentelemetry.propagate")
-    except ImportError:
-        return None
-    inject: Callable[[dict[str, str]], None] = propagate.inject
-    return inject
-
-
-def current_traceparent() -> str | None:
-    """The W3C traceparent of the active OpenTelemetry span; None without one (or without OTel)."""
-    inject = _otel_inject()
-    if inject is None:
-        return None
-    carrier: dict[str, str] = {}
-    inject(carrier)
-    return carrier.get("traceparent")

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 
 from .modes import Mode
+from .security import check_settings
 
 ENV_PREFIX = "EVENTSEAM_"
 CONFIG_FILE_ENV = "EVENTSEAM_CONFIG_FILE"
@@ -48,7 +49,14 @@ class BusSettings(_Section):
 
 
 class KafkaSettings(_Section):
-    """Connection to Kafka, shared by the relay and the consumer workers."""
+    """Connection to Kafka, shared by the relay and the consumer workers.
+
+    TLS and SASL (see outbox.kafka_security): every aiokafka client eventseam builds gets the same
+    security options. Secrets are ``SecretStr`` (masked in reprs, dumps and ``config check``)
+    or read from a ``*_file`` at connect time; errors never show the input values.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore", hide_input_in_errors=True)
 
     bootstrap_servers: str | None = Field(
         None, description="host:port[,host:port]; unset = bundled broker where allowed"
@@ -61,13 +69,28 @@ class KafkaSettings(_Section):
     max_request_size: int = Field(1_048_576, ge=1024)
     request_timeout_ms: int = Field(30_000, ge=1000)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: str | None = None
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = (
+        Field(None, description="needs security_protocol SASL_PLAINTEXT or SASL_SSL")
+    )
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
-    ssl_cafile: Path | None = None
-    ssl_certfile: Path | None = None
-    ssl_keyfile: Path | None = None
+    sasl_password_file: FilePath | None = Field(
+        None, description="file holding sasl_password (read at connect time)"
+    )
+    sasl_oauth_token_provider: str | None = Field(
+        None, description="module:attribute of an aiokafka AbstractTokenProvider (OAUTHBEARER)"
+    )
+    ssl_cafile: FilePath | None = Field(None, description="CA bundle (PEM); unset: system CAs")
+    ssl_certfile: FilePath | None = Field(None, description="client certificate (PEM), mTLS")
+    ssl_keyfile: FilePath | None = Field(None, description="client private key (PEM)")
+    ssl_password: SecretStr | None = Field(None, description="password of an encrypted ssl_keyfile")
+    ssl_password_file: FilePath | None = Field(None, description="file holding ssl_password")
     ssl_check_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _security_consistent(self) -> KafkaSettings:
+        check_settings(self)
+        return self
 
 
 class TopicSettings(_Section):
@@ -130,11 +153,50 @@ class ConsumerSettings(_Section):
     )
     dlq_topic_template: str = Field("{prefix}dlq.{handler}", description="dead-letter topic name")
 
+    def group_id(self, handler: str) -> str:
+        """The consumer group of the handler with durable name ``handler``."""
+        return f"{self.group_prefix}{handler}"
+
     @model_validator(mode="after")
     def _heartbeat_below_session(self) -> ConsumerSettings:
         if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
             raise ValueError("heartbeat_interval_ms must be at most a third of session_timeout_ms")
         return self
+
+
+class PersonalDataSettings(_Section):
+    """Personal-data encryption (engine.personal_data): the master key wrapping subject keys.
+
+    Give the key (32 bytes, base64url; ``eventseam keys generate`` prints one) either inline or
+    as a file; it is a SecretStr, never logged. Needed as soon as an event declares a
+    ``PersonalData`` field; ``eventseam erase`` needs only the database.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore", hide_input_in_errors=True)
+
+    master_key: SecretStr | None = Field(None, description="master key, base64url (32 bytes)")
+    master_key_file: Path | None = Field(None, description="file holding the master key")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PersonalDataSettings:
+        if self.master_key is not None and self.master_key_file is not None:
+            raise ValueError("set personal_data.master_key or master_key_file, not both")
+        return self
+
+
+class AclSettings(_Section):
+    """Kafka principals that ``eventseam acl`` grants access to (engine.acl)."""
+
+    relay_principal: str = Field(
+        "User:eventseam-relay", description="principal of the relay (writes every context's topics)"
+    )
+    principals: dict[str, str] = Field(
+        default_factory=dict, description="principal per context; default User:<context>"
+    )
+
+    def principal_of(self, context: str) -> str:
+        """The principal ``context``'s handlers (workers) connect as."""
+        return self.principals.get(context, f"User:{context}")
 
 
 class EventSeamSettings(BaseSettings):
@@ -146,6 +208,7 @@ class EventSeamSettings(BaseSettings):
         frozen=True,
         extra="ignore",
         case_sensitive=False,
+        hide_input_in_errors=True,  # a failing section must not print its secrets
     )
 
     database_url: str = Field(
@@ -168,6 +231,8 @@ class EventSeamSettings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     relay: RelaySettings = RelaySettings()
     consumer: ConsumerSettings = ConsumerSettings()
+    acl: AclSettings = AclSettings()
+    personal_data: PersonalDataSettings = PersonalDataSettings()
     detached: list[str] = Field(
         default_factory=list,
         description="contexts whose handlers run in their own process (eventseam worker), not in this one",

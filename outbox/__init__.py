@@ -9,6 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from . import flag_table as flag_table  # registers eventseam_flags on metadata
 from . import inbox_table as inbox_table  # registers eventseam_inbox on metadata
+from . import key_table as key_table  # registers eventseam_subject_keys on metadata
+from .errors import KafkaSecurityError as KafkaSecurityError
+from .errors import KafkaTLSError as KafkaTLSError
 from .errors import MigrationError as MigrationError
 from .errors import OutboxError as OutboxError
 from .errors import OutsideTransactionError as OutsideTransactionError
@@ -33,6 +36,8 @@ if TYPE_CHECKING:
     from .relay import Relay as Relay
 
 __all__ = [
+    "KafkaSecurityError",
+    "KafkaTLSError",
     "MigrationError",
     "OutboxError",
     "OutsideTransactionError",

@@ -88,6 +88,9 @@ def _read_exactly(sock: socket.socket, count: int) -> bytes:
 class BundledBroker:
     """A Tansu broker child process listening on ``host:port`` (a free port by default).
 
+    ``advertise`` (``host:port``) is the address the broker gives clients in its metadata, when
+    it is not the listen address (a fault-injecting proxy in front of the broker).
+
     ``start`` returns once the broker answers Kafka metadata, or raises BrokerStartError.
     ``stop`` terminates it (SIGTERM, then SIGKILL) and is safe to call twice. Not thread safe.
     """
@@ -99,9 +102,12 @@ class BundledBroker:
         port: int | None = None,
         binary: str | None = None,
         log_path: Path | None = None,
+        advertise: str | None = None,
     ) -> None:
         self.host = host
         self.port = port if port is not None else free_port(host)
+        #: ``host:port`` the broker tells clients to connect to (a proxy in front of it, in tests)
+        self.advertise = advertise
         self._binary = binary
         self._log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
@@ -119,6 +125,7 @@ class BundledBroker:
     def command(self) -> list[str]:
         """The command line that starts the broker."""
         url = f"tcp://{self.host}:{self.port}"
+        advertised = f"tcp://{self.advertise}" if self.advertise else url
         binary = self._binary or broker_binary()
         return [
             binary,
@@ -126,7 +133,7 @@ class BundledBroker:
             "--listener-url",
             url,
             "--advertised-listener-url",
-            url,
+            advertised,
             "--storage-engine",
             "memory://tansu/",
         ]

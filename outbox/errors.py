@@ -6,7 +6,9 @@
     ├── TopicMismatchError        an existing topic differs from its configured partitions/settings
     ├── PublishError              the broker refused or failed a send (``retriable`` says if it may pass)
     │   └── PermanentPublishError  the row cannot be published as is (too large, unauthorized, ...)
-    └── RowNotFoundError          an operator command names an outbox row that does not exist
+    ├── RowNotFoundError          an operator command names an outbox row that does not exist
+    └── KafkaSecurityError        TLS/SASL settings cannot be used (file, key password, token provider)
+        └── KafkaTLSError         the broker's certificate is refused (untrusted CA, wrong host name)
 
 Append new classes at the end; keep this tree up to date.
 """
@@ -60,3 +62,28 @@ class RowNotFoundError(OutboxError, LookupError):
     def __init__(self, event_id: str) -> None:
         self.event_id = event_id
         super().__init__(f"no outbox row with id {event_id}")
+
+
+class KafkaSecurityError(OutboxError):
+    """Raised when building a Kafka client from TLS/SASL settings that cannot be used.
+
+    ``setting`` names the setting to fix (``kafka.ssl_keyfile``...). Never retriable: the relay
+    and the consumer runner stop instead of retrying a configuration that cannot work. Messages
+    never carry a secret.
+    """
+
+    def __init__(self, setting: str, reason: str) -> None:
+        self.setting, self.reason = setting, reason
+        super().__init__(f"{setting}: {reason}")
+
+
+class KafkaTLSError(KafkaSecurityError):
+    """Raised by client start-up when the TLS handshake with a broker fails verification.
+
+    ``server`` is the ``host:port`` that was tried; the reason is the TLS library's (untrusted
+    certificate authority, host name mismatch, expired certificate...).
+    """
+
+    def __init__(self, server: str, reason: str, setting: str = "kafka.ssl_cafile") -> None:
+        self.server = server
+        super().__init__(setting, f"TLS handshake with {server} failed: {reason}")

@@ -29,11 +29,12 @@ from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.helpers import create_ssl_context
 from aiokafka.protocol.metadata import MetadataRequest
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from .errors import PermanentPublishError, PublishError
+from .kafka_security import diagnose_tls
+from .kafka_security import security_options as security_options
 from .murmur2 import key_hash
 from .topics import TopicSpec, TopicState
 
@@ -86,23 +87,6 @@ def producer_options(
         "enable_idempotence": idempotent,
     }
     return options | security_options(settings)
-
-
-def security_options(settings: KafkaSettings) -> dict[str, Any]:
-    """TLS and SASL keyword arguments shared by the producer and the admin client."""
-    options: dict[str, Any] = {"security_protocol": settings.security_protocol}
-    if settings.security_protocol in {"SSL", "SASL_SSL"}:
-        context = create_ssl_context(
-            cafile=settings.ssl_cafile, certfile=settings.ssl_certfile, keyfile=settings.ssl_keyfile
-        )
-        context.check_hostname = settings.ssl_check_hostname
-        options["ssl_context"] = context
-    if settings.sasl_mechanism:
-        options["sasl_mechanism"] = settings.sasl_mechanism
-        options["sasl_plain_username"] = settings.sasl_username
-        if settings.sasl_password is not None:
-            options["sasl_plain_password"] = settings.sasl_password.get_secret_value()
-    return options
 
 
 def forbid_auto_create(client: Any, on_connect: Callable[[], None] | None = None) -> None:
@@ -183,7 +167,9 @@ class Delivery:
 class KafkaPublisher:
     """Sends records to Kafka with aiokafka; implements engine.types.Publisher.
 
-    ``start`` connects (PublishError when the broker cannot be reached). With
+    ``start`` connects (PublishError when the broker cannot be reached; KafkaTLSError when it
+    refuses the broker's certificate, KafkaSecurityError when the TLS/SASL settings cannot be
+    used: neither is a PublishError, so callers that retry outages stop on them). With
     ``enable_idempotence="auto"`` it tries an idempotent producer and falls back, with a warning,
     when the broker refuses one. ``publish`` and ``send`` must be called from one task at a time
     per partition; ``aclose`` flushes what was sent and releases the connections.
@@ -232,6 +218,9 @@ class KafkaPublisher:
         except (kafka_errors.KafkaError, OSError) as exc:
             with anyio.CancelScope(shield=True):
                 await producer.stop()
+            tls_error = await diagnose_tls(self.settings)
+            if tls_error is not None:
+                raise tls_error from exc
             raise translate(exc, "*") from exc
         return producer
 
@@ -338,6 +327,7 @@ class KafkaTopicAdmin:
             **options,
         )
         forbid_auto_create(self._admin._client)
+        self._settings = settings
         self._started = False
 
     async def start(self) -> None:
@@ -345,6 +335,9 @@ class KafkaTopicAdmin:
         try:
             await self._admin.start()
         except (kafka_errors.KafkaError, OSError) as exc:
+            tls_error = await diagnose_tls(self._settings)
+            if tls_error is not None:
+                raise tls_error from exc
             raise translate(exc, "*") from exc
         self._started = True
 

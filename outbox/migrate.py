@@ -64,6 +64,8 @@ TABLE_MODULES: Final = (
     "outbox.flag_table",
     "outbox.inbox_table",
     "outbox.lease_table",
+    "outbox.dead_letter_table",
+    "outbox.key_table",
 )
 
 Target = str | URL | Engine | Connection

@@ -12,6 +12,7 @@ trigger or SQLite only make the relay slower, never stuck.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -72,13 +73,19 @@ def _execute_all(connection: Connection, statements: tuple[str, ...]) -> None:
 
 
 class Doorbell:
-    """A wake-up signal: ``ring`` from anywhere in the event loop, ``wait`` in the relay."""
+    """A wake-up signal: ``ring`` from anywhere in the event loop, ``wait`` in the relay.
+
+    ``rung_at`` is the ``time.monotonic()`` of the first ring the last consumed wake-up carried.
+    """
 
     def __init__(self) -> None:
         self._event = anyio.Event()
+        self.rung_at = 0.0
 
     def ring(self) -> None:
         """Wake the waiter (or the next one)."""
+        if not self._event.is_set():
+            self.rung_at = time.monotonic()
         self._event.set()
 
     async def wait(self, seconds: float) -> bool:

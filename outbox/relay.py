@@ -16,8 +16,9 @@ Contract (DESIGN.md, "The relay"):
 - Per-aggregate order, with one relay or several: slots (``keyhash % slots``) are leased to one
   relay at a time (outbox.leases); within a slot rows are sent in ``seq`` order; per partition one
   batch is in flight and a failed batch stops the later ones (outbox.lanes).
-- Broker outage: the relay backs off with jitter, keeps rows pending, never exits, re-creates the
-  topics the broker lost and drains the backlog on recovery.
+- Broker outage: the relay backs off with jitter (at most ``OUTAGE_BACKOFF_MAX`` s between tries),
+  keeps rows pending, never exits, re-creates the topics the broker lost and drains the backlog
+  on recovery.
 - Rows that fail for good are parked after ``max_attempts`` without holding up other aggregates
   (outbox.parked). Published rows kept for a window are purged in batches (outbox.retention).
 
@@ -30,7 +31,8 @@ again without draining the pipeline: whenever it caught up, and at least every
 ``full_scan_interval`` (draining first when it holds more than a batch). After a failure or a
 change of slots it drains first. A short scan from the start has seen every pending row: the
 relay lets its rounds land, waits for the next NOTIFY (or ``poll_interval``), then lingers
-``KafkaSettings.linger_ms`` before it fetches, so rows committed close together go out together
+until ``KafkaSettings.linger_ms`` after the first ring before it fetches (a ring that came while
+the rounds landed has waited already), so rows committed close together go out together
 (measured at 1,000 commits/s on the bundled broker, bench/relay_latency.py: p99 commit ->
 consumed 47 -> 28 ms, p50 11 -> 12 ms, relay CPU 31 -> 18 %; linger_ms=0 gives the lowest p50).
 A backlog never waits: its batches are closed as soon as they are full.
@@ -61,6 +63,7 @@ from .notify import Doorbell, NotifyListener
 from .parked import Failures
 from .retention import Purger
 from .topics import Topics
+from .tracing import traced_publisher
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -73,6 +76,11 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+#: Cap, in seconds, on the wait between tries while the broker or the database is unreachable
+#: (whatever RelaySettings.backoff_max says): a try during an outage costs one refused connect,
+#: or waits out the request timeout itself, so a short cap costs nothing and the first publish
+#: comes at most about a second after the network returns (docs/RELIABILITY.md, item 3).
+OUTAGE_BACKOFF_MAX = 1.0
 #: Rounds in flight at once (sending or waiting for acks); one more is fetched meanwhile.
 PIPELINE_DEPTH = 3
 #: A round holds up to this many fetches of ``batch_size`` rows: while the pipeline is full, the
@@ -138,6 +146,11 @@ class Relay:
         )
         self._admin = admin or KafkaTopicAdmin(settings.kafka)
         self._policy = RetryPolicy.from_settings(relay)
+        #: Waits while the broker or the database is unreachable: capped at OUTAGE_BACKOFF_MAX.
+        self._outage_policy = RetryPolicy(
+            initial=min(self._policy.initial, OUTAGE_BACKOFF_MAX),
+            maximum=min(self._policy.maximum, OUTAGE_BACKOFF_MAX),
+        )
         self._claims = Claims(
             self._engine, slots=relay.slots, delete_sent=relay.retention_seconds == 0
         )
@@ -147,7 +160,10 @@ class Relay:
             self._engine, owner=self.owner, slots=relay.slots, lease_seconds=relay.lease_seconds
         )
         self._topics = Topics(settings, self._admin, self._publisher.partitions)
-        self._dispatcher = Dispatcher(self._publisher, self._topics, self._failures, self._marker)
+        # Producer spans when a TracerProvider is set (outbox.tracing); else the publisher itself.
+        self._dispatcher = Dispatcher(
+            traced_publisher(self._publisher), self._topics, self._failures, self._marker
+        )
         self._doorbell = Doorbell()
         self._listener = NotifyListener(self._engine, self._doorbell, self._policy)
         self._purger = Purger(self._engine, relay, active=lambda: 0 in self._leases.owned)
@@ -216,7 +232,7 @@ class Relay:
             except (PublishError, SQLAlchemyError, OSError) as exc:
                 attempt += 1
                 log.warning(event, owner=self.owner, error=str(exc), attempt=attempt)
-                await self._sleep(self._policy.delay(attempt))
+                await self._sleep(self._outage_policy.delay(attempt))
 
     async def _create_startup_topics(self) -> None:
         for topic, context in self._topics.startup_topics().items():
@@ -258,7 +274,10 @@ class Relay:
                 # arrive together go out together (the broker pays per request and per batch).
                 await self._rounds.quiet()
                 if await self._doorbell.wait(self.settings.relay.poll_interval):
-                    await self._sleep(self._linger)
+                    # Linger from the first ring: commits made while the round landed waited.
+                    waited = time.monotonic() - self._doorbell.rung_at
+                    if waited < self._linger:
+                        await self._sleep(self._linger - waited)
 
     async def _claim(self, limit: int) -> list[PendingRow] | None:
         """The next rows to send: a fetch after the cursor, less the rows this relay holds.
@@ -327,7 +346,7 @@ class Relay:
             log.warning(
                 "relay_fetch_failed", owner=self.owner, error=str(exc), attempt=self._outages
             )
-            await self._sleep(self._policy.delay(self._outages))
+            await self._sleep(self._outage_policy.delay(self._outages))
             self._rescan = True
             return None
 
@@ -371,7 +390,7 @@ class Relay:
                 error=error.reason,
                 attempt=self._outages,
             )
-            await self._sleep(self._policy.delay(self._outages))
+            await self._sleep(self._outage_policy.delay(self._outages))
         if self._leases.surplus:
             await self._release_surplus()
         self._slots_version = self._leases.version

@@ -63,6 +63,7 @@ __all__ = [
     "WriteStrategy",
     "build_rows",
     "compiled_insert",
+    "joined_connection",
     "statements_for",
     "write",
     "write_async",
@@ -319,6 +320,12 @@ def _is_autocommit(connection: Connection) -> bool:
     if level is None:  # the engine-wide create_engine(isolation_level=...) setting
         level = getattr(connection.dialect, "_on_connect_isolation_level", None)
     return level == "AUTOCOMMIT"
+
+
+def joined_connection(target: Session | Connection | scoped_session[Session]) -> Connection:
+    """The Connection of ``target``'s open transaction (the one ``write`` inserts on);
+    OutsideTransactionError when there is none or it autocommits."""
+    return _joined_connection(target)
 
 
 def _joined_connection(target: Session | Connection | scoped_session[Session]) -> Connection:

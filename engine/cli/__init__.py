@@ -19,6 +19,11 @@ COMMANDS: dict[str, str] = {
     "parity": "engine.cli.parity:parity",
     "status": "engine.cli.status:status",
     "flags": "engine.cli.flags:flags",
+    "acl": "engine.cli.acl:acl",
+    "dlq": "engine.cli.dlq:dlq",
+    "replay": "engine.cli.replay:replay",
+    "erase": "engine.cli.erase:erase",
+    "keys": "engine.cli.keys:keys",
 }
 
 

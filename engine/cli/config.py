@@ -19,6 +19,7 @@ from rich.table import Table
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from engine.security import unused_sasl_settings
 from engine.settings import (
     CONFIG_FILE_ENV,
     DEFAULT_CONFIG_FILE,
@@ -53,7 +54,14 @@ def check() -> None:
         _fail(console, config_file, exc)
     console.print(f"[bold]Config file:[/] {_describe_file(config_file)}")
     console.print(settings_table(settings, os.environ, file_values))
-    warnings = [*_file_warnings(config_file), *_env_warnings(unknown_env_vars())]
+    warnings = [
+        *_file_warnings(config_file),
+        *_env_warnings(unknown_env_vars()),
+        *(
+            f"{name} is set but kafka.sasl_mechanism is not: it is not used"
+            for name in unused_sasl_settings(settings.kafka)
+        ),
+    ]
     for warning in warnings:
         console.print(f"[yellow]warning:[/] {warning}")
     console.print(
@@ -98,6 +106,16 @@ def mask(key: str, value: Any) -> str:
         except ArgumentError:
             return value
     return str(value)
+
+
+def masked_input(key: str, value: Any) -> str:
+    """An invalid input for display: secrets masked, nested sections (a whole ``kafka``) too."""
+    if isinstance(value, dict):
+        items = ", ".join(f"{k!r}: {masked_input(f'{key}.{k}', v)}" for k, v in value.items())
+        return "{" + items + "}"
+    if value is None or any(word in key.lower() for word in _SECRET_WORDS):
+        return mask(key, value)
+    return repr(value)
 
 
 def _source(key: str, env_names: set[str], file_keys: set[str]) -> str:
@@ -154,7 +172,8 @@ def _fail(console: Console, path: Path | None, exc: Exception) -> NoReturn:
     if isinstance(exc, ValidationError):
         for error in exc.errors():
             where = ".".join(str(part) for part in error["loc"])
-            console.print(f"  {where}: {error['msg']} (got {error.get('input')!r})")
+            shown = masked_input(where, error.get("input"))
+            console.print(f"  {where}: {error['msg']} (got {shown})")
     else:
         console.print(f"  cannot read config file {path}: {exc}")
     console.print(f"Fix the {ENV_PREFIX}* variables or the config file, then run again.")

@@ -23,6 +23,8 @@ from engine import metrics
 from engine.cli.logging import configure_logging
 from engine.cli.options import logging_options, metrics_options, serve_metrics
 from engine.settings import EventSeamSettings, load_settings
+from outbox.errors import KafkaSecurityError
+from outbox.kafka_security import first_security_error
 
 if TYPE_CHECKING:
     from outbox.relay import Relay
@@ -92,6 +94,13 @@ def run_relay(
     configure_logging(log_level, json_logs=json_logs)
     serve_metrics(metrics_port, metrics_addr)
     sampled = metrics_port is not None
+    try:
+        _run(settings, sampled)
+    except* KafkaSecurityError as errors:  # TLS/SASL that cannot work: exit, do not retry
+        raise click.ClickException(str(first_security_error(errors))) from None
+
+
+def _run(settings: EventSeamSettings, sampled: bool) -> None:
     if settings.kafka.bootstrap_servers:
         anyio.run(functools.partial(serve, settings, sample_outbox=sampled), backend="asyncio")
         return
@@ -120,9 +129,11 @@ def with_bundled_broker(settings: EventSeamSettings, bootstrap_servers: str) -> 
 
 async def serve(settings: EventSeamSettings, *, sample_outbox: bool = False) -> None:
     """Run a Relay until a signal stops it; ``sample_outbox`` also sets the outbox gauges."""
+    from outbox.gc_tuning import tune_for_relay
     from outbox.relay import Relay
 
     relay = Relay(settings)
+    tune_for_relay()  # this process runs the relay only
     async with anyio.create_task_group() as group:
         group.start_soon(_stop_on_signals, relay, group.cancel_scope)
         if sample_outbox:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,8 +26,10 @@ from tests.broker.runner_conftest import (
     raw,
 )
 from tests.kafka_broker import wait_for
+from tests.reliability.processes import spawn_worker
 
 if TYPE_CHECKING:
+    import subprocess
     from collections.abc import Iterator
 
     from outbox.bundled_broker import BundledBroker
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.anyio, pytest.mark.broker, pytest.mark.postgres]
 
 REPO = Path(__file__).resolve().parents[2]
-WORKER = "import sys; from engine.cli.worker import worker; worker(sys.argv[2:], obj={'app_path': sys.argv[1]})"
 HANDLERS = {"courier.record_parcel", "courier.tally_parcel"}
 
 
@@ -61,16 +60,7 @@ def worker_environment(database_url: str, bootstrap: str, prefix: str) -> dict[s
 @contextmanager
 def worker_process(environment: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """`eventseam worker --context courier` in a subprocess (killed if still running at exit)."""
-    command = [
-        sys.executable,
-        "-c",
-        WORKER,
-        "tests.broker.runner_conftest:worker_app",
-        "--context",
-        "courier",
-    ]
-    with log.open("ab") as output:
-        process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=output, stderr=output)
+    process = spawn_worker("tests.broker.runner_conftest:worker_app", ["courier"], environment, log)
     try:
         yield process
     finally:

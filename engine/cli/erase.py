@@ -1,0 +1,70 @@
+"""``eventseam erase``: crypto-shred data subjects (their personal-data keys).
+
+    eventseam erase --subject customer-42 [--subject ...]   shred every key version of a subject
+
+After ``erase``, every sealed personal-data value of the subject (outbox, Kafka, dead letters)
+opens as ``Erased``; the events' other fields stay readable. It needs only the database (not
+the master key): ``--database-url`` or the settings' ``database_url``. Key rotation and key
+versions: ``eventseam keys`` (engine.cli.keys). Exit status: 0 on success, 1 when the database
+cannot be used.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import click
+from sqlalchemy import create_engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from engine.crypto_keys import erase_subject
+from engine.settings import load_settings
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from sqlalchemy import Connection
+
+database_option = click.option(
+    "--database-url",
+    default=None,
+    help="SQLAlchemy URL of the eventseam database [default: settings]",
+)
+
+
+@contextmanager
+def transaction(database_url: str | None) -> Iterator[Connection]:
+    """One committed transaction on the eventseam database; click errors for database failures."""
+    url = database_url or load_settings().database_url
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            yield connection
+    except SQLAlchemyError as exc:
+        raise click.ClickException(
+            f"the key table cannot be used ({type(exc).__name__}); "
+            "is the schema current? run `eventseam db upgrade`"
+        ) from exc
+    finally:
+        engine.dispose()
+
+
+@click.command()
+@click.option(
+    "--subject",
+    "subjects",
+    multiple=True,
+    required=True,
+    help="data subject to erase (e.g. a customer id); repeat for several",
+)
+@database_option
+def erase(subjects: tuple[str, ...], database_url: str | None) -> None:
+    """Crypto-shred data subjects: their personal-data fields become unreadable everywhere."""
+    with transaction(database_url) as connection:
+        shredded = {subject: erase_subject(connection, subject) for subject in subjects}
+    for subject, count in shredded.items():
+        if count:
+            click.echo(f"erased {subject!r}: {count} key version(s) shredded")
+        else:
+            click.echo(f"erased {subject!r}: no live key (nothing sealed, or already erased)")
