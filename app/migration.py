@@ -243,7 +243,7 @@ class KafkaSide:
                 for topic in topics:
                     ends.update((await view.read(topic)).highwater)
                 for spec in seam.contexts.handlers():
-                    group = f"{seam.settings.consumer.group_prefix}{spec.name}"
+                    group = seam.settings.consumer.group_id(spec.name)
                     committed = await view.committed(group, topics)
                     wanted = {f"{self.prefix}{seam.contexts.owner_of(t)}" for t in spec.event_types}
                     total += sum(

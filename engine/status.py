@@ -18,8 +18,10 @@ Sources, each read once per call:
   ``end_offsets``: the bundled broker answers ListOffsets(latest) wrongly after multi-record
   batches (measured: 14 for a partition holding 18 records). Committed offsets come from
   OffsetFetch by a consumer of that group that never joins it, so status never moves a group.
-* In process: the bus's in-memory dead letters, only while the seam runs in this process
-  (``None`` otherwise: another process's memory is not visible from here).
+* Bus dead letters (in-process handlers that failed every attempt): while the seam runs in this
+  process, its store's count; otherwise the rows of ``eventseam_dead_letter`` per handler (where
+  a seam bound to a database stores them), read in the database pass (``None`` when that table
+  cannot be read, e.g. before ``eventseam db upgrade``).
 
 A source that fails leaves its figures ``None`` and adds a line to ``Status.errors``; the others
 are still reported. aiokafka is imported only when Kafka is read (like engine.consumer).
@@ -37,6 +39,7 @@ from sqlalchemy import Engine, create_engine, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from outbox.dead_letter_table import dead_letter
 from outbox.table import Status as RowStatus
 from outbox.table import outbox
 from outbox.topics import TopicNamer
@@ -58,7 +61,7 @@ if TYPE_CHECKING:
 Partition = tuple[str, int]
 """A topic partition as ``(topic, partition)``."""
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2  # 2: in_memory_dead_letters became bus_dead_letters
 """``version`` in ``Status.to_dict()``; bumped when a field changes meaning or disappears."""
 
 
@@ -118,7 +121,7 @@ class HandlerStatus:
     partitions: list[PartitionLag] = field(default_factory=list)
     dead_letter_topics: list[str] = field(default_factory=list)
     dead_letters: int | None = None
-    in_memory_dead_letters: int | None = None
+    bus_dead_letters: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +136,7 @@ class ContextStatus:
     oldest_pending_age_seconds: float | None = None
     parked: int | None = None
     dead_letters: int | None = None
-    in_memory_dead_letters: int | None = None
+    bus_dead_letters: int | None = None
     handlers: list[HandlerStatus] = field(default_factory=list)
 
 
@@ -199,6 +202,7 @@ def _age(oldest: datetime | None, now: datetime) -> float | None:
 class _DatabaseView:
     states: list[FlagState] | None = None
     figures: dict[str, OutboxFigures] | None = None
+    bus_letters: dict[str, int] | None = None
     error: str | None = None
 
 
@@ -211,7 +215,19 @@ def _read_database(host: StatusHost, engine: Engine) -> _DatabaseView:
             view.figures = outbox_figures(connection)
     except SQLAlchemyError as exc:
         view.error = f"database: {exc.__class__.__name__}: {exc}".splitlines()[0]
+        return view
+    try:  # its own pass: a database without the dead-letter table still shows the rest
+        with engine.connect() as connection:
+            view.bus_letters = stored_dead_letters(connection)
+    except SQLAlchemyError as exc:
+        view.error = f"dead letters: {exc.__class__.__name__}: {exc}".splitlines()[0]
     return view
+
+
+def stored_dead_letters(connection: Connection) -> dict[str, int]:
+    """Bus dead letters stored in ``eventseam_dead_letter``, per handler: ONE query."""
+    query = select(dead_letter.c.handler, func.count()).group_by(dead_letter.c.handler)
+    return {handler: int(count) for handler, count in connection.execute(query)}
 
 
 # -- Kafka ----------------------------------------------------------------------------------
@@ -241,7 +257,7 @@ def _plans(host: StatusHost) -> list[_Plan]:
             }
         )
         letters = sorted({dlq(spec.name, spec.context, topic) for topic in topics})
-        group = f"{settings.consumer.group_prefix}{spec.name}"
+        group = settings.consumer.group_id(spec.name)
         plans.append(_Plan(spec, group, topics, letters))
     return plans
 
@@ -373,7 +389,7 @@ async def collect_status(
     if kafka and (servers or offsets is not None):
         broker = await _read_kafka(plans, offsets or KafkaOffsets(host.settings), kafka_wait)
     errors = [error for error in (database.error, broker and broker.error) if error]
-    handlers = [_handler_status(host, plan, broker) for plan in plans]
+    handlers = [_handler_status(host, plan, broker, database) for plan in plans]
     return Status(
         generated_at=datetime.now(UTC),
         database=engine.url.render_as_string(hide_password=True),
@@ -394,8 +410,10 @@ def _engine(host: StatusHost, database_url: str | None) -> tuple[Engine, bool]:
     return create_engine(make_url(database_url)), True
 
 
-def _handler_status(host: StatusHost, plan: _Plan, broker: _KafkaView | None) -> HandlerStatus:
-    in_memory = _in_memory_dead_letters(host, plan.spec.name)
+def _handler_status(
+    host: StatusHost, plan: _Plan, broker: _KafkaView | None, database: _DatabaseView
+) -> HandlerStatus:
+    bus_letters = _bus_dead_letters(host, plan.spec.name, database)
     if broker is None or broker.error is not None:
         return HandlerStatus(
             plan.spec.name,
@@ -403,7 +421,7 @@ def _handler_status(host: StatusHost, plan: _Plan, broker: _KafkaView | None) ->
             plan.group,
             plan.topics,
             dead_letter_topics=plan.dead_letter_topics,
-            in_memory_dead_letters=in_memory,
+            bus_dead_letters=bus_letters,
         )
     earliest = host.settings.consumer.auto_offset_reset == "earliest"
     committed = broker.committed.get(plan.group, {})
@@ -428,16 +446,18 @@ def _handler_status(host: StatusHost, plan: _Plan, broker: _KafkaView | None) ->
         partitions=partitions,
         dead_letter_topics=plan.dead_letter_topics,
         dead_letters=letters,
-        in_memory_dead_letters=in_memory,
+        bus_dead_letters=bus_letters,
     )
 
 
-def _in_memory_dead_letters(host: StatusHost, handler: str) -> int | None:
-    """The bus's dead letters of ``handler`` while the seam runs in this process, else None."""
+def _bus_dead_letters(host: StatusHost, handler: str, database: _DatabaseView) -> int | None:
+    """``handler``'s bus dead letters: the running bus's store, else the table (None: unread)."""
     bus: Bus | None = getattr(host, "bus", None)
-    if bus is None or not host.running:
+    if bus is not None and host.running:
+        return bus.dead_letters.count(handler=handler)
+    if database.bus_letters is None:
         return None
-    return bus.dead_letters.count(handler=handler)
+    return database.bus_letters.get(handler, 0)
 
 
 def _contexts(
@@ -462,7 +482,7 @@ def _contexts(
                 oldest_pending_age_seconds=figure.oldest_pending_age_seconds if figure else None,
                 parked=figure.parked if figure else None,
                 dead_letters=_total(h.dead_letters for h in mine),
-                in_memory_dead_letters=_total(h.in_memory_dead_letters for h in mine),
+                bus_dead_letters=_total(h.bus_dead_letters for h in mine),
                 handlers=mine,
             )
         )

@@ -106,7 +106,7 @@ def _contexts_table(report: Status) -> Table:
     table = Table(title=f"eventseam status, {when}", title_justify="left")
     table.add_column("context", no_wrap=True)
     table.add_column("mode (origin)", no_wrap=True)
-    for column in ("backlog", "oldest pending", "parked", "dead letters", "in memory"):
+    for column in ("backlog", "oldest pending", "parked", "dead letters", "bus letters"):
         table.add_column(column, justify="right", no_wrap=True)
     for context in report.contexts:
         table.add_row(
@@ -116,7 +116,7 @@ def _contexts_table(report: Status) -> Table:
             _age(context.oldest_pending_age_seconds),
             _count(context.parked),
             _count(context.dead_letters),
-            _count(context.in_memory_dead_letters),
+            _count(context.bus_dead_letters),
         )
     return table
 

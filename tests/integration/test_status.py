@@ -160,8 +160,10 @@ async def test_modes_and_their_origins(seam: EventSeam) -> None:
     }
 
 
-async def test_in_memory_dead_letters_while_the_seam_runs(seam: EventSeam) -> None:
-    """While the seam runs here, its bus's dead letters are counted per handler and context."""
+async def test_bus_dead_letters_while_the_seam_runs_and_from_the_table_after(
+    seam: EventSeam,
+) -> None:
+    """While the seam runs here its bus's store counts them; stopped, the stored rows do."""
     async with anyio.create_task_group() as group:
         await group.start(seam.run)
         try:
@@ -174,12 +176,12 @@ async def test_in_memory_dead_letters_while_the_seam_runs(seam: EventSeam) -> No
             await seam.aclose()
     handler = "audit.check_entry_on_entry_posted"
     [audit_status] = [context for context in report.contexts if context.name == "audit"]
-    assert audit_status.in_memory_dead_letters == 2
-    assert [(h.name, h.in_memory_dead_letters) for h in audit_status.handlers] == [(handler, 2)]
+    assert audit_status.bus_dead_letters == 2
+    assert [(h.name, h.bus_dead_letters) for h in audit_status.handlers] == [(handler, 2)]
     stopped = await collect_status(seam, kafka=False)
-    assert {context.in_memory_dead_letters for context in stopped.contexts if context.handlers} == {
-        None
-    }
+    counts = {context.name: context.bus_dead_letters for context in stopped.contexts}
+    assert counts["audit"] == 2
+    assert {count for name, count in counts.items() if name != "audit"} == {0}
 
 
 async def test_unreachable_kafka_is_reported_and_database_figures_remain(
@@ -213,19 +215,19 @@ def invoke(monkeypatch: pytest.MonkeyPatch, url: str, *args: str) -> tuple[int, 
 
 
 def check_schema(data: dict[str, Any]) -> None:
-    """Fail unless ``data`` follows the ``status --json`` schema, version 1."""
-    assert data["version"] == 1
+    """Fail unless ``data`` follows the ``status --json`` schema, version 2."""
+    assert data["version"] == 2
     assert set(data) == {"version", "generated_at", "database", "kafka", "contexts", "errors"}
     datetime.fromisoformat(data["generated_at"])
     for context in data["contexts"]:
         assert set(context) == {
             "name", "mode", "mode_origin", "known", "backlog", "oldest_pending_age_seconds",
-            "parked", "dead_letters", "in_memory_dead_letters", "handlers",
+            "parked", "dead_letters", "bus_dead_letters", "handlers",
         }  # fmt: skip
         for handler in context["handlers"]:
             assert set(handler) == {
                 "name", "context", "group", "topics", "lag", "partitions",
-                "dead_letter_topics", "dead_letters", "in_memory_dead_letters",
+                "dead_letter_topics", "dead_letters", "bus_dead_letters",
             }  # fmt: skip
             for partition in handler["partitions"]:
                 assert set(partition) == {
