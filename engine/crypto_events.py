@@ -1,9 +1,10 @@
 """Sealing events' personal-data fields for the outbox, and opening them for handlers.
 
-- ``seal_events`` (EventSeam.prepare, on the publish transaction's connection): the data dict of
-  each event with personal fields, every such field replaced by its envelope (the value's JSON,
-  AES-GCM with the subject's current key, aad = event id + wire name + field name). Events
-  without personal fields get None and cost nothing more than one tuple check.
+- ``seal_events`` (EventSeam.prepare, in the publish transaction: its SQLAlchemy connection, or
+  a KeyExecutor of it such as Django's cursor, engine.crypto_keys): the data dict of each event
+  with personal fields, every such field replaced by its envelope (the value's JSON, AES-GCM
+  with the subject's current key, aad = event id + wire name + field name). Events without
+  personal fields get None and cost nothing more than one tuple check.
 - ``open_events`` (the consumer runner, in the handler's transaction): events whose fields hold
   ``Sealed`` values (engine.codec.decode leaves them so) come back with the plaintext, or with
   ``Erased`` where the subject's key version was shredded. One key query per call.
@@ -28,14 +29,14 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
 
     from .codec import EncodedEvent
-    from .crypto_keys import SubjectKeys
+    from .crypto_keys import KeyExecutor, SubjectKeys
     from .events import DomainEvent
 
 __all__ = ["encode_sealed", "open_events", "seal_events"]
 
 
 def seal_events(
-    keys: SubjectKeys, connection: Connection, events: Sequence[DomainEvent]
+    keys: SubjectKeys, connection: Connection | KeyExecutor, events: Sequence[DomainEvent]
 ) -> list[dict[str, Any] | None]:
     """For each event, its data with personal fields sealed; None for events without any."""
     subjects = {
@@ -81,7 +82,7 @@ def encode_sealed(
 
 
 def open_events(
-    keys: SubjectKeys, connection: Connection, events: Sequence[DomainEvent]
+    keys: SubjectKeys, connection: Connection | KeyExecutor, events: Sequence[DomainEvent]
 ) -> list[DomainEvent]:
     """``events`` with ``Sealed`` fields opened (plaintext) or ``Erased`` (key shredded).
 

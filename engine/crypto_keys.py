@@ -15,6 +15,10 @@ Contract:
   subject. Every value sealed for the subject becomes ``Erased``; the subject's next publish
   gets a new key with the next version.
 - Nothing is cached: an erasure in one process is seen by the next lookup in every process.
+- ``current`` and ``lookup`` build SQLAlchemy Core statements and run them through a
+  ``KeyExecutor``: a SQLAlchemy ``Connection`` (wrapped in ``ConnectionExecutor``) or any other
+  runner of the caller's transaction, such as the Django integration's cursor executor
+  (engine.integrations.django.cursor_sql), so every publish path shares one key logic.
 
 ``erase_subject`` and ``key_versions`` work without the ``cryptography`` package.
 """
@@ -22,9 +26,9 @@ Contract:
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from outbox.key_table import subject_keys
@@ -32,17 +36,62 @@ from outbox.key_table import subject_keys
 from .errors import PersonalDataError
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Iterable
+    from collections.abc import Collection, Iterable, Mapping, Sequence
 
-    from sqlalchemy import Connection, Insert
+    from sqlalchemy import Insert, Select
+    from sqlalchemy.engine import Dialect
 
     from .crypto import MasterKey
     from .settings import PersonalDataSettings
 
-__all__ = ["SubjectKeys", "erase_subject", "key_versions"]
+__all__ = ["ConnectionExecutor", "KeyExecutor", "SubjectKeys", "erase_subject", "key_versions"]
 
 #: Subjects per statement (keeps IN lists well under every database's parameter limit).
 _CHUNK = 500
+
+
+class KeyExecutor(Protocol):
+    """Runs the key table's SQLAlchemy Core statements in the caller's open transaction."""
+
+    @property
+    def dialect(self) -> Dialect:
+        """The dialect of the database (picks the INSERT form that ignores conflicts)."""
+        ...
+
+    def fetch(self, query: Select[Any]) -> Sequence[Sequence[Any]]:
+        """The rows of ``query`` (values as the DBAPI returns them)."""
+        ...
+
+    def insert_many(self, statement: Insert, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Execute ``statement`` once per row (all rows have the same keys)."""
+        ...
+
+
+class ConnectionExecutor:
+    """A KeyExecutor on a SQLAlchemy ``Connection`` (its current transaction)."""
+
+    __slots__ = ("_connection",)
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    @property
+    def dialect(self) -> Dialect:
+        """The connection's dialect."""
+        return self._connection.dialect
+
+    def fetch(self, query: Select[Any]) -> Sequence[Sequence[Any]]:
+        """The rows of ``query``."""
+        return self._connection.execute(query).all()
+
+    def insert_many(self, statement: Insert, rows: Sequence[Mapping[str, Any]]) -> None:
+        """``statement`` with every row (one executemany)."""
+        self._connection.execute(statement, list(rows))
+
+
+def _executor_of(connection: Connection | KeyExecutor) -> KeyExecutor:
+    """``connection`` as a KeyExecutor (a SQLAlchemy Connection is wrapped)."""
+    return ConnectionExecutor(connection) if isinstance(connection, Connection) else connection
 
 
 class SubjectKeys:
@@ -69,10 +118,11 @@ class SubjectKeys:
         return self._master
 
     def current(
-        self, connection: Connection, subjects: Collection[str]
+        self, connection: Connection | KeyExecutor, subjects: Collection[str]
     ) -> dict[str, tuple[int, bytes]]:
         """(version, key) of each subject's newest key, created when missing or shredded."""
-        newest = self._newest(connection, subjects)
+        executor = _executor_of(connection)
+        newest = self._newest(executor, subjects)
         missing = [s for s in subjects if newest.get(s, (0, None))[1] is None]
         if missing:
             rows = []
@@ -85,8 +135,8 @@ class SubjectKeys:
                         "wrapped_key": self._master.new_wrapped_key(subject, version)[1],
                     }
                 )
-            connection.execute(_insert_ignoring_conflicts(connection), rows)
-            newest.update(self._newest(connection, missing))
+            executor.insert_many(_insert_ignoring_conflicts(executor.dialect), rows)
+            newest.update(self._newest(executor, missing))
         result: dict[str, tuple[int, bytes]] = {}
         for subject in subjects:
             version, wrapped = newest.get(subject, (0, None))
@@ -99,9 +149,10 @@ class SubjectKeys:
         return result
 
     def lookup(
-        self, connection: Connection, pairs: Collection[tuple[str, int]]
+        self, connection: Connection | KeyExecutor, pairs: Collection[tuple[str, int]]
     ) -> dict[tuple[str, int], bytes | None]:
         """The key of each (subject, version); None when shredded or unknown (erased)."""
+        executor = _executor_of(connection)
         found: dict[tuple[str, int], bytes | None] = dict.fromkeys(pairs)
         ordered = sorted(pairs)
         for start in range(0, len(ordered), _CHUNK):
@@ -112,8 +163,10 @@ class SubjectKeys:
             query = select(
                 subject_keys.c.subject, subject_keys.c.version, subject_keys.c.wrapped_key
             ).where(condition, subject_keys.c.wrapped_key.is_not(None))
-            for subject, version, wrapped in connection.execute(query):
-                found[(subject, version)] = self._master.unwrap(subject, version, bytes(wrapped))
+            for subject, version, wrapped in executor.fetch(query):
+                found[(subject, int(version))] = self._master.unwrap(
+                    subject, int(version), bytes(wrapped)
+                )
         return found
 
     def rotate(self, connection: Connection, subject: str) -> int:
@@ -126,7 +179,7 @@ class SubjectKeys:
         return version
 
     def _newest(
-        self, connection: Connection, subjects: Iterable[str]
+        self, executor: KeyExecutor, subjects: Iterable[str]
     ) -> dict[str, tuple[int, bytes | None]]:
         """Each subject's highest version and its wrapped key (None when shredded)."""
         result: dict[str, tuple[int, bytes | None]] = {}
@@ -148,8 +201,8 @@ class SubjectKeys:
                     subject_keys.c.version == top.c.version,
                 ),
             )
-            for subject, version, wrapped in connection.execute(query):
-                result[subject] = (version, None if wrapped is None else bytes(wrapped))
+            for subject, version, wrapped in executor.fetch(query):
+                result[subject] = (int(version), None if wrapped is None else bytes(wrapped))
         return result
 
 
@@ -181,9 +234,9 @@ def _max_version(connection: Connection, subject: str) -> int:
     return int(connection.execute(query).scalar() or 0)
 
 
-def _insert_ignoring_conflicts(connection: Connection) -> Insert:
+def _insert_ignoring_conflicts(dialect: Dialect) -> Insert:
     """INSERT that skips rows whose (subject, version) another transaction just created."""
-    name = connection.dialect.name
+    name = dialect.name
     if name == "postgresql":
         return postgresql.insert(subject_keys).on_conflict_do_nothing()
     if name == "sqlite":

@@ -77,7 +77,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
     from sqlalchemy.orm import sessionmaker
 
-    from .crypto_keys import SubjectKeys
+    from .crypto_keys import KeyExecutor, SubjectKeys
     from .dead_letters import DeadLetterStore
     from .events import DomainEvent
     from .modes import Mode
@@ -248,15 +248,17 @@ class EventSeam:
         events: Sequence[DomainEvent],
         context: str | None = None,
         *,
-        connection: Connection | None = None,
+        connection: Connection | KeyExecutor | None = None,
     ) -> Prepared:
         """Check ownership, stamp, seal personal data, encode (size guard), pick each event's
         mode; write nothing but subject keys.
 
         The first step of every publish path (SQLAlchemy here, Django's cursor in the Django
         integration): raises OwnershipError / EventTooLargeError before anything is written.
-        Events with personal-data fields need ``connection`` (the publish transaction's): their
-        subjects' keys are read, or created, on it (engine.crypto_events); without it they raise
+        Events with personal-data fields need ``connection``, the publish transaction's SQLAlchemy
+        Connection or a KeyExecutor running statements in it (engine.crypto_keys; the Django
+        integration passes one over Django's cursor): their subjects' keys are read, or
+        created, in that transaction (engine.crypto_events); without it they raise
         PersonalDataError. The records carry only sealed values; ``local`` keeps the plaintext
         objects for in-process handlers (they never leave the process).
         """
@@ -294,16 +296,19 @@ class EventSeam:
         return self.prepare(events, context, connection=joined_connection(target))
 
     def _sealed_data(
-        self, events: Sequence[DomainEvent], connection: Connection | None
+        self, events: Sequence[DomainEvent], connection: Connection | KeyExecutor | None
     ) -> Sequence[dict[str, Any] | None]:
-        """Per event, its data with personal fields sealed; None for events without any."""
+        """Per event, its data with personal fields sealed (subject keys read or created in
+        ``connection``'s transaction: a SQLAlchemy Connection, or a KeyExecutor such as the
+        Django integration's cursor executor); None for events without any."""
         if not self._seals(events):
             return [None] * len(events)
         if connection is None:
             raise PersonalDataError(
                 "events with PersonalData fields are sealed on the publish transaction's "
-                "connection: publish them with EventSeam.publish / publish_async (a SQLAlchemy "
-                "Session or Connection); the Django cursor path does not seal yet",
+                "connection: pass prepare(..., connection=) its SQLAlchemy Connection or a "
+                "KeyExecutor of it (EventSeam.publish / publish_async and the Django "
+                "integration's publish do)",
                 event_type=next(e.event_name for e in events if type(e).personal_fields),
             )
         from .crypto_events import seal_events

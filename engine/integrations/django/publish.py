@@ -11,8 +11,12 @@ Contract of ``publish(*events, using=None, context=None)``:
    ``settings.EVENTSEAM["database"]``, else ``"default"``) is inside ``transaction.atomic()``, and
    refused on a thread that runs an event loop (use ``apublish`` there).
 2. The EventSeam's own pipeline prepares the events: publishing context and ownership, stamping
-   (source, traceparent), encoding and the size guard, the routing mode of each context; any
-   error there is raised before anything is written.
+   (source, traceparent), sealing of personal-data fields, encoding and the size guard, the
+   routing mode of each context; any error there is raised before anything is written.
+   Personal-data fields (engine.personal_data) are sealed with their subjects' keys, read or
+   created by engine.crypto_keys through ``cursor_sql.CursorExecutor``: on Django's cursor, in
+   the same atomic block, so a rolled-back block leaves neither the rows nor a new key. The
+   outbox rows carry only ciphertext; in-process handlers get the published objects.
 3. The rows (``outbox.writer.build_rows``) are inserted by the writer's compiled INSERT, compiled
    for Django's vendor with ``paramstyle="format"`` and the bind processors applied, and executed
    on ``connections[using].cursor()``: the same connection and transaction as the ORM's writes.
@@ -37,37 +41,27 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import threading
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING
 
 from asgiref.sync import sync_to_async
-from django.db import NotSupportedError, connections, transaction
-from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
-from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
-from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
+from django.db import connections, transaction
 
 from outbox.writer import COLUMNS, MAX_ROWS_PER_STATEMENT, build_rows, compiled_insert
 
+from .cursor_sql import CursorExecutor, dialect_of
 from .errors import OutsideAtomicBlockError
-from .schema import VENDORS
 from .seam import get_config, get_seam, running_seam
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from django.db.backends.base.base import BaseDatabaseWrapper
-    from sqlalchemy.engine import Dialect
 
     from engine.codec import EncodedEvent
     from engine.events import DomainEvent
     from engine.modes import Mode
 
 __all__ = ["apublish", "publish", "write_outbox_rows"]
-
-#: SQLAlchemy dialects compiling the outbox INSERT for Django's cursors (``%s`` placeholders),
-#: by (vendor, DBAPI module name). Kept alive here: compiled statements are cached per dialect.
-_DIALECTS: Final[dict[tuple[str, str], Dialect]] = {}
-_dialects_lock = threading.Lock()
 
 
 def publish(*events: DomainEvent, using: str | None = None, context: str | None = None) -> None:
@@ -86,7 +80,7 @@ def publish(*events: DomainEvent, using: str | None = None, context: str | None 
     if not connection.in_atomic_block:
         raise OutsideAtomicBlockError(alias)
     seam = get_seam()
-    prepared = seam.prepare(events, context)
+    prepared = seam.prepare(events, context, connection=CursorExecutor(connection))
     records, modes, local = prepared.records, prepared.modes, prepared.local
     if local:
         seam = running_seam()
@@ -113,7 +107,7 @@ def write_outbox_rows(
     connection: BaseDatabaseWrapper, records: Sequence[EncodedEvent], modes: Sequence[Mode]
 ) -> None:
     """Insert outbox rows for ``records`` on Django ``connection`` (its current transaction)."""
-    dialect = _dialect(connection)
+    dialect = dialect_of(connection)
     rows = [tuple(row[name] for name in COLUMNS) for row in build_rows(records, modes)]
     with connection.cursor() as cursor:
         for start in range(0, len(rows), MAX_ROWS_PER_STATEMENT):
@@ -128,31 +122,6 @@ def _publish_atomically(
     alias = using if using is not None else get_config().database
     with transaction.atomic(using=alias):
         publish(*events, using=alias, context=context)
-
-
-def _dialect(connection: BaseDatabaseWrapper) -> Dialect:
-    """The SQLAlchemy dialect matching Django ``connection``'s vendor and DBAPI driver."""
-    vendor = connection.vendor
-    dbapi = getattr(getattr(connection, "Database", None), "__name__", "")
-    key = (vendor, dbapi)
-    found = _DIALECTS.get(key)
-    if found is not None:
-        return found
-    if vendor not in VENDORS:
-        raise NotSupportedError(
-            f"eventseam's outbox supports PostgreSQL and SQLite, not Django's {vendor!r} backend"
-        )
-    with _dialects_lock:
-        return _DIALECTS.setdefault(key, _new_dialect(vendor, dbapi))
-
-
-def _new_dialect(vendor: str, dbapi: str) -> Dialect:
-    options: dict[str, Any] = {"paramstyle": "format"}
-    if vendor == "sqlite":
-        return SQLiteDialect_pysqlite(**options)
-    if dbapi == "psycopg":
-        return PGDialect_psycopg(**options)  # type: ignore[no-untyped-call]  # SQLAlchemy leaves it untyped
-    return PGDialect_psycopg2(**options)  # type: ignore[no-untyped-call]  # SQLAlchemy leaves it untyped
 
 
 def _in_event_loop() -> bool:
