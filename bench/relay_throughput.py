@@ -13,8 +13,9 @@ of its own (so peak RSS is per contestant) against a fresh topic of ``--partitio
 VACUUM ANALYZE, CHECKPOINT: every contestant starts from the same table):
 
     relay       outbox.relay.Relay with default RelaySettings and KafkaSettings (idempotence off:
-                the bundled broker refuses it). Clock: from ``run``'s started (connected,
-                holding its slots) until every row is acknowledged and deleted.
+                the bundled broker refuses it), its process tuned as ``eventseam relay`` tunes
+                it (outbox.gc_tuning). Clock: from ``run``'s started (connected, holding its
+                slots) until every row is acknowledged and deleted.
     naive       one asyncpg connection; per transaction ``SELECT ... WHERE status = 'pending'
                 ORDER BY seq FOR UPDATE SKIP LOCKED LIMIT 500``, ``await producer.send()`` per
                 row (default partitioner), ``await`` all the delivery futures, ``DELETE ... WHERE
@@ -108,6 +109,8 @@ NOTES: Final = (
     "  the ceiling of the Kafka side, not relays. raw-send and raw-batch pick partitions from the",
     "  stored key hash (no murmur2); naive uses aiokafka's default partitioner (pure-Python",
     "  murmur2), as a naive relay would.",
+    "- The relay's subprocess calls `outbox.gc_tuning.tune_for_relay()` after building its Relay,",
+    "  as `eventseam relay` does (freeze startup objects, first collector threshold 10,000).",
     "- The relay's rate includes deleting every acknowledged row (in the background, one",
     "  statement per flush, `synchronous_commit = off`); the clock stops once the last delete",
     "  returned (the acknowledgement count is polled every 5 ms).",
