@@ -150,6 +150,13 @@ class Link:
 
     ``setup`` statements run on each new connection (session settings). Not for concurrent use:
     give each task its own Link.
+
+    On SQLite a statement is never cancelled midway: it finishes (at most the busy timeout),
+    then the cancellation lands. SQLAlchemy invalidates an aiosqlite connection whose statement
+    was cancelled, and when the cancellation also interrupts that invalidation, the graceful
+    close task it started waits forever for the connection's stopped thread: ``asyncio.run``
+    then never returns and the relay process hangs after ``relay_stopped`` (found by
+    tests/reliability/test_crash_points.py; regression test tests/integration/test_link_cancel.py).
     """
 
     def __init__(self, engine: AsyncEngine, setup: Sequence[str] = ()) -> None:
@@ -157,6 +164,7 @@ class Link:
         self._setup = tuple(setup)
         self._connection: AsyncConnection | None = None
         self._prepared: dict[Any, tuple[Any, list[str], dict[str, Any]]] = {}
+        self._shielded = engine.dialect.name == "sqlite"
 
     async def _connect(self) -> AsyncConnection:
         if self._connection is None:
@@ -168,6 +176,10 @@ class Link:
     async def execute(self, statement: Any, parameters: Any = None) -> Any:
         """Execute one autocommitted statement; the connection is dropped when it fails."""
         try:
+            if self._shielded:
+                with anyio.CancelScope(shield=True):
+                    connection = await self._connect()
+                    return await connection.execute(statement, parameters or {})
             connection = await self._connect()
             return await connection.execute(statement, parameters or {})
         except BaseException:
