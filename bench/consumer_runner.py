@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.consumer_runner [--events 50000] [--partitions 6] [--reps 3]
                                               [--max-poll-records 500] [--out bench/results]
+                                              [--gc-freeze]
 
 One run: the bundled broker (or ``EVENTSEAM_BENCH_KAFKA``), one topic of ``--partitions``
 partitions filled once with ``--events`` records encoded by engine.codec (~200 B each: key,
@@ -10,10 +11,13 @@ alternating, each in a subprocess of its own (so peak RSS is per phase), a fresh
 reads every record:
 
     raw      AIOKafkaConsumer.getmany(max_records=M) in a loop, nothing else (no decode, no commit)
-    runner   ConsumerRunner with one sync no-op handler: decode + validate, inbox filter_new +
-             record_many on PostgreSQL in one transaction per batch, offset commit per batch
+    runner   ConsumerRunner with one sync no-op handler: decode + validate, inbox claim_many
+             + handler calls on PostgreSQL in one transaction per batch, offset commit per batch
 
-Both use fetch_max_wait_ms=100 and max_poll_records=M. The clock starts when the first records
+Both use fetch_max_wait_ms=100 and max_poll_records=M; with ``--gc-freeze`` both
+``gc.freeze()`` their startup heap as ``eventseam worker`` does (the default leaves the collector
+as a bare script has it, like the figures recorded before). The phases themselves are in
+bench.consumer_runner_phases. The clock starts when the first records
 reach user code (raw: the first non-empty getmany; runner: its consumer's first non-empty fetch)
 and stops when the last record was consumed (raw) or applied and committed (runner: checked
 after each offset commit); the group join before is not counted. The runner's inbox is emptied
@@ -27,38 +31,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import platform
-import resource
 import shlex
 import statistics
 import subprocess
 import sys
-import time
 import uuid
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
-import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import sessionmaker
 
-from engine.cli.worker import freeze_startup_heap
+from bench.consumer_runner_phases import FETCH_MAX_WAIT_MS, MeterRead, run_phase
 from engine.codec import encode
-from engine.consumer import KafkaConsumer
-from engine.contexts import BoundedContext
-from engine.events import DomainEvent
-from engine.modes import Mode
-from engine.runner import ConsumerRunner
-from engine.seam import EventSeam
-from engine.settings import ConsumerSettings, EventSeamSettings, KafkaSettings, RelaySettings
+from engine.settings import KafkaSettings
 from outbox.bundled_broker import BundledBroker
 from outbox.inbox_table import inbox
 from outbox.kafka import KafkaTopicAdmin
@@ -66,173 +58,12 @@ from outbox.table import metadata
 from outbox.topics import TopicSpec
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping, Sequence
-
-    from engine.consumer import Partition, Record
+    from collections.abc import Iterator, Sequence
 
 POSTGRES_ADMIN_URL: Final = os.environ.get(
     "EVENTSEAM_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-FETCH_MAX_WAIT_MS: Final = 100
 TARGET_RATIO: Final = 0.25
-
-
-class MeterRead(DomainEvent, name="bench.MeterRead", version=1):
-    """A small event (~200 B on the wire with its headers)."""
-
-    meter: str
-    kwh: int
-
-
-source = BoundedContext("source", owns=[MeterRead])
-sink = BoundedContext("sink")
-
-
-@sink.handler(MeterRead, name="noop")
-def noop(event: MeterRead) -> None:
-    """Does nothing (the benchmark measures the runner around it)."""
-
-
-def peak_rss_mib() -> float:
-    """Peak resident set size of this process, MiB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-# -- phases (each runs in a subprocess of its own) ---------------------------------------------
-
-
-async def raw_phase(
-    bootstrap: str, topic: str, events: int, max_records: int
-) -> tuple[float, float]:
-    """Events per second and per CPU second of a bare getmany loop, first record to last."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=f"bench-raw-{uuid.uuid4().hex[:8]}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-        max_poll_records=max_records,
-    )
-    await consumer.start()
-    try:
-        count, started, cpu = 0, 0.0, 0.0
-        while count < events:
-            batches = await consumer.getmany(timeout_ms=1000, max_records=max_records)
-            if batches and not started:
-                started, cpu = time.perf_counter(), time.process_time()
-            count += sum(len(records) for records in batches.values())
-        return count / (time.perf_counter() - started), count / (time.process_time() - cpu)
-    finally:
-        await consumer.stop()
-
-
-@dataclass
-class _Clock:
-    """When the runner's first records arrived and when its last one was applied and committed."""
-
-    events: int
-    applied: Callable[[], int] = lambda: 0
-    first: float = 0.0
-    first_cpu: float = 0.0
-    last: float = 0.0
-    last_cpu: float = 0.0
-    done: anyio.Event = field(default_factory=anyio.Event)
-
-
-class _TimedConsumer(KafkaConsumer):
-    """KafkaConsumer noting the first non-empty fetch and the commit after the last event.
-
-    Checking completion on commit costs nothing between batches (polling the runner's stats
-    every few milliseconds took ~5 % of the runner process's CPU, measured with py-spy).
-    """
-
-    def __init__(self, *args: Any, clock: _Clock, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.clock = clock
-
-    async def fetch(self, wait: float) -> Sequence[Record]:
-        records = await super().fetch(wait)
-        if records and not self.clock.first:
-            self.clock.first, self.clock.first_cpu = time.perf_counter(), time.process_time()
-        return records
-
-    async def commit(self, offsets: Mapping[Partition, int]) -> bool:
-        accepted = await super().commit(offsets)
-        clock = self.clock
-        if not clock.last and accepted and clock.applied() >= clock.events:
-            clock.last, clock.last_cpu = time.perf_counter(), time.process_time()
-            clock.done.set()
-        return accepted
-
-
-async def runner_phase(
-    bootstrap: str, prefix: str, database_url: str, events: int, max_records: int
-) -> tuple[float, float]:
-    """Events per second and per CPU second of a ConsumerRunner (no-op handler, PostgreSQL inbox)."""
-    engine = create_engine(database_url)
-    settings = EventSeamSettings(
-        database_url=database_url,
-        kafka=KafkaSettings(bootstrap_servers=bootstrap, enable_idempotence="off"),
-        relay=RelaySettings(topic_prefix=prefix),
-        contexts={"source": Mode.BROKER},
-    )
-    seam = EventSeam(settings, [source, sink], session_factory=sessionmaker(engine))
-    options = ConsumerSettings(
-        group_prefix=f"bench-runner-{uuid.uuid4().hex[:8]}.",
-        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-        max_poll_records=max_records,
-    )
-    clock = _Clock(events)
-
-    def consumers(group_id: str, topics: Sequence[str]) -> KafkaConsumer:
-        return _TimedConsumer(
-            settings.kafka, options, group_id=group_id, topics=topics, clock=clock
-        )
-
-    runner = ConsumerRunner(seam, ["sink"], settings=options, consumers=consumers)
-    (worker,) = runner.workers
-    clock.applied = lambda: worker.stats.applied
-    try:
-        async with anyio.create_task_group() as group:
-            await group.start(runner.run)
-            await clock.done.wait()
-            runner.stop()
-        return (
-            events / (clock.last - clock.first),
-            events / (clock.last_cpu - clock.first_cpu),
-        )
-    finally:
-        engine.dispose()
-
-
-def run_phase(arguments: argparse.Namespace) -> None:
-    """Subprocess entry: run one phase; print events_per_s, events_per_cpu_s, peak_rss_mib (JSON)."""
-    structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-    )
-    if arguments.gc_freeze:  # as `eventseam worker` does once the application is loaded
-        freeze_startup_heap()
-    if arguments.phase == "raw":
-        rate, cpu_rate = anyio.run(
-            raw_phase,
-            arguments.bootstrap,
-            f"{arguments.prefix}source",
-            arguments.events,
-            arguments.max_poll_records,
-        )
-    else:
-        rate, cpu_rate = anyio.run(
-            runner_phase,
-            arguments.bootstrap,
-            arguments.prefix,
-            arguments.database,
-            arguments.events,
-            arguments.max_poll_records,
-        )
-    result = {"events_per_s": rate, "events_per_cpu_s": cpu_rate, "peak_rss_mib": peak_rss_mib()}
-    print(json.dumps(result))
 
 
 # -- orchestration ----------------------------------------------------------------------------
@@ -320,7 +151,7 @@ def spawn(
         str(arguments.events),
         "--max-poll-records",
         str(arguments.max_poll_records),
-        *([] if arguments.gc_freeze else ["--no-gc-freeze"]),
+        *(["--gc-freeze"] if arguments.gc_freeze else []),
     ]
     done = subprocess.run(
         command,
@@ -404,7 +235,7 @@ def report(result: dict[str, Any], command: str) -> str:
         + (
             "; both call gc.freeze() after startup, as `eventseam worker` does."
             if result["gc_freeze"]
-            else "; no gc.freeze() (--no-gc-freeze)."
+            else "; no gc.freeze() (the worker CLI's; see --gc-freeze)."
         ),
         "",
         "| phase | events/s (median) | all runs | events per CPU-second (median) | peak RSS |",
@@ -437,10 +268,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max-poll-records", type=int, default=500)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument(
-        "--no-gc-freeze",
-        dest="gc_freeze",
-        action="store_false",
-        help="do not gc.freeze() the startup heap in the phases (the worker CLI does)",
+        "--gc-freeze",
+        action="store_true",
+        help="gc.freeze() the startup heap in both phases, as `eventseam worker` does",
     )
     parser.add_argument("--phase", choices=["raw", "runner"], help=argparse.SUPPRESS)
     parser.add_argument("--bootstrap", help=argparse.SUPPRESS)

@@ -1,4 +1,4 @@
-"""Garbage-collector settings for a process dedicated to the relay (``eventseam relay``).
+"""Garbage-collector settings for processes dedicated to eventseam (``relay``, ``worker``).
 
 The relay allocates a few tracked containers per row (the claimed row, its header list) that die
 young, while thousands of rows are in flight. With CPython's default first threshold (700) the
@@ -8,6 +8,10 @@ project's machines): 8-10 % of the relay's CPU (bench/relay_throughput.py, GC st
 Freezing the objects alive at startup (modules, settings, connections) and raising the first
 threshold to 10,000 leaves 1-2 young collections per 100,000 rows and no full pass over startup
 objects. Cyclic garbage still gets collected, only later.
+
+A worker (``eventseam worker``) only freezes its startup heap: full collections walking the
+loaded application were about a third of its CPU in bench.consumer_runner, while a higher first
+threshold made no difference there.
 """
 
 from __future__ import annotations
@@ -15,10 +19,19 @@ from __future__ import annotations
 import gc
 from typing import Final
 
-__all__ = ["RELAY_GEN0_THRESHOLD", "tune_for_relay"]
+__all__ = ["RELAY_GEN0_THRESHOLD", "freeze_startup_heap", "tune_for_relay"]
 
 #: First-generation threshold of a relay process (CPython's default is 700).
 RELAY_GEN0_THRESHOLD: Final = 10_000
+
+
+def freeze_startup_heap() -> None:
+    """Collect once, then move every object alive now to a generation the collector never scans.
+
+    For a process that runs eventseam and little else, called once the application is loaded.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def tune_for_relay() -> None:
@@ -27,6 +40,6 @@ def tune_for_relay() -> None:
     It changes the collector of the whole process: call it in a process that runs the relay and
     little else (the relay command does, once its Relay is built), not in a web worker.
     """
-    gc.freeze()
+    freeze_startup_heap()
     gen0, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(max(gen0, RELAY_GEN0_THRESHOLD), gen1, gen2)

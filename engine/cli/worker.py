@@ -21,7 +21,6 @@ handler's group per partition.
 
 from __future__ import annotations
 
-import gc
 import signal
 import sys
 from typing import TYPE_CHECKING, NoReturn
@@ -37,6 +36,7 @@ from engine.contexts import ContextMap
 from engine.errors import SettingsError, UnknownContextError
 from engine.modes import Mode
 from outbox.errors import KafkaSecurityError
+from outbox.gc_tuning import freeze_startup_heap
 from outbox.kafka_security import first_security_error
 
 if TYPE_CHECKING:
@@ -89,18 +89,6 @@ def worker(
         _fail(str(first_security_error(errors)), 1)
     finally:
         app_loader.dispose_app(seam)
-
-
-def freeze_startup_heap() -> None:
-    """Keep the loaded application's objects out of the cyclic collector's full passes.
-
-    A busy worker allocates and frees objects fast enough to trigger a full collection every
-    few thousand events, and each one walked the whole startup heap (imports, the application):
-    about a third of the process's CPU in bench.consumer_runner. ``gc.freeze`` moves the
-    objects alive now (after one collection) to a generation the collector never scans.
-    """
-    gc.collect()
-    gc.freeze()
 
 
 def load_app(ctx: click.Context) -> RunnerHost:
