@@ -154,6 +154,18 @@ def read_dead_letter(headers: Sequence[tuple[str, bytes]]) -> DeadLetterInfo:
     )
 
 
+def is_dead_letter_of(headers: Sequence[tuple[str, bytes]], handler: str, record: Record) -> bool:
+    """True when ``headers`` are ``handler``'s dead-letter headers of ``record`` (its coordinates)."""
+    wanted = {
+        HEADER_PREFIX + "handler": handler.encode(),
+        HEADER_PREFIX + "original_topic": record.topic.encode(),
+        HEADER_PREFIX + "original_partition": str(record.partition).encode(),
+        HEADER_PREFIX + "original_offset": str(record.offset).encode(),
+    }
+    found = {key: value for key, value in headers if key in wanted}
+    return found == wanted
+
+
 def original_headers(headers: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
     """The record's own headers without the ``dlq_*`` ones (what a replay sends again)."""
     return [(k, v) for k, v in headers if not k.startswith(HEADER_PREFIX)]

@@ -13,7 +13,10 @@ Two kinds, one id syntax:
 * ``kafka``: records of the consumer runner's dead-letter topics (engine.dead_letter_topic), one
   topic per handler by default; every handler's topics are read. Id:
   ``TOPIC:PARTITION:OFFSET``. Kafka cannot delete one record: a replayed or discarded record is
-  marked in ``eventseam_dlq_resolved`` and no longer listed.
+  marked in ``eventseam_dlq_resolved`` and no longer listed. Copies of one dead letter (the same
+  ``dlq_handler`` and ``dlq_original_topic/partition/offset``, as versions before the runner's
+  dead-letter marks could write when a worker was killed) are listed once, under the first
+  copy's id; replaying or discarding it resolves every copy.
 
 Replay applies the event to the handler named by the letter, in this process, with the inbox
 (engine.redelivery): ``delivered`` or ``already applied`` resolve the letter; ``failed`` keeps it
@@ -55,6 +58,8 @@ if TYPE_CHECKING:
 
 Kind = Literal["bus", "kafka"]
 Location = tuple[str, int, int]
+LetterKey = tuple[str, str, int, int]
+"""``(dlq_handler, dlq_original_topic, dlq_original_partition, dlq_original_offset)``."""
 _KAFKA_ID = re.compile(r"^([A-Za-z0-9._-]{1,249}):(\d+):(\d+)$")
 
 
@@ -137,6 +142,15 @@ def _id_of(location: Location) -> str:
     return "{}:{}:{}".format(*location)
 
 
+def _key_of(record: KafkaRecord) -> LetterKey | None:
+    """What makes copies of one dead letter the same letter; None without dlq headers."""
+    try:
+        info = read_dead_letter(record.headers)
+    except (KeyError, ValueError):
+        return None
+    return info.handler, info.original_topic, info.original_partition, info.original_offset
+
+
 class DeadLetters:
     """The dead letters of the application ``host`` (see the module docstring).
 
@@ -190,9 +204,13 @@ class DeadLetters:
                 if handler is None or handler in writers:
                     records.extend(await reader.read(topic))
         done = await self._db(stored_letters.resolved, [r.location for r in records])
+        seen: set[LetterKey] = set()
         for record in records:
-            if record.location in done:
-                continue
+            key = _key_of(record)
+            if record.location in done or key in seen:
+                continue  # resolved, or a copy of a letter listed already
+            if key is not None:
+                seen.add(key)
             try:
                 view = _kafka_view(record)
             except UnknownDeadLetterError:
@@ -277,14 +295,27 @@ class DeadLetters:
             await self._resolve(found, view, Resolution.REPLAYED)
 
     async def _resolve(self, location: Location, view: DeadLetterView, action: str) -> None:
+        """Mark the record at ``location`` and its unresolved copies ``action``."""
         event_id = uuid.UUID(view.event_id) if view.event_id and _is_uuid(view.event_id) else None
+        copies = await self._copies(location)
 
         def mark(connection: Connection) -> None:
-            stored_letters.mark_resolved(
-                connection, location, action, handler=view.handler, event_id=event_id
-            )
+            for copy in sorted(copies - stored_letters.resolved(connection, copies)):
+                stored_letters.mark_resolved(
+                    connection, copy, action, handler=view.handler, event_id=event_id
+                )
 
         await self._db(mark, commit=True)
+
+    async def _copies(self, location: Location) -> set[Location]:
+        """``location`` and the records of its topic that are copies of the same dead letter."""
+        async with self._reader() as reader:
+            records = await reader.read(location[0])
+        keys = {record.location: _key_of(record) for record in records}
+        key = keys.get(location)
+        if key is None:
+            return {location}
+        return {found for found, other in keys.items() if other == key}
 
     async def _record(self, location: Location) -> KafkaRecord:
         """The unresolved dead-letter record at ``location``; UnknownDeadLetterError otherwise."""

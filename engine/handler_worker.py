@@ -19,10 +19,12 @@ import anyio.lowlevel
 import anyio.to_thread
 import structlog
 
+from outbox.crash_points import CRASH_AT, crash_point
 from outbox.errors import PermanentPublishError, PublishError
 
 from . import metrics
 from .codec import decode
+from .dead_letter_marks import DeadLetterLedger
 from .dead_letter_topic import HANDLER_FAILED, dead_letter_message
 from .errors import ConsumeError, DecodeError
 from .inbox_apply import InboxUnavailableError
@@ -41,9 +43,6 @@ if TYPE_CHECKING:
     """Creates a topic (name, context whose topic settings apply) when it does not exist."""
 
 log = structlog.get_logger(__name__)
-
-#: Records decoded between two yields to the event loop in ``_prepare`` (~0.3 ms of decoding).
-_DECODE_SLICE = 64
 
 
 class DeadLetterPublisher(Protocol):
@@ -170,6 +169,9 @@ class HandlerWorker:
         self._committed: dict[Partition, int] = {}
         self._lock = anyio.Lock()
         self._interrupt = anyio.Event()
+        self._ledger = DeadLetterLedger(
+            spec.name, applier, runner.dead_letter_reader, self._pause, self._policy.delay
+        )
         self._stopping = False
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -244,12 +246,7 @@ class HandlerWorker:
             return None
         self._progress.add(records)
         items: list[_Item] = []
-        for position, record in enumerate(records):
-            if position and not position % _DECODE_SLICE:
-                # Let the loop run: the batch being applied in a worker thread needs the GIL
-                # (and the loop, for its result) between its database round trips; a long
-                # decode stretch made it wait a switch interval (5 ms) per round trip.
-                await anyio.lowlevel.checkpoint()
+        for record in records:
             try:
                 item = self._decode(record)
             except DecodeError as exc:
@@ -309,7 +306,9 @@ class HandlerWorker:
         while True:
             if error is not None:
                 self._log_failure(item, attempt, error)
-                if not self._policy.should_retry(attempt):
+                if not self._policy.should_retry(attempt) or (
+                    attempt == 1 and await self._ledger.is_sent(item.record)
+                ):  # dead-lettered before a kill: not retried, not written again
                     return await self._dead_letter(item.record, HANDLER_FAILED, attempt, error)
             delay = (
                 self._policy.delay(attempt)
@@ -341,11 +340,22 @@ class HandlerWorker:
     async def _dead_letter(
         self, record: Record, reason: str, attempts: int, error: Exception
     ) -> bool:
-        """Write ``record`` to the dead-letter topic (retrying); False when interrupted first."""
+        """Write ``record`` to the dead-letter topic once (retrying); False when interrupted first.
+
+        Marked in the database around the write (engine.dead_letter_marks): a record already
+        dead-lettered by a worker killed before its offset commit is not written again.
+        """
         topic = self._dlq_names(self.spec.name, self.spec.context, record.topic)
         group, failures, drop_value = self.consumer.group_id, 0, False
         build = functools.partial(dead_letter_message, record, reason=reason, attempts=attempts)
         ids = {**_record_ids(record), "context": self.spec.context}
+        already = await self._ledger.before_send(topic, record)
+        if already is None:
+            return False
+        if already:
+            self._log.info("consumer.dead_letter_on_topic", **ids, dead_letter_topic=topic)
+            self._complete(record, "dead_lettered")
+            return True
         while True:
             message = build(handler=self.spec.name, group=group, error=error, drop_value=drop_value)
             try:
@@ -359,6 +369,12 @@ class HandlerWorker:
                 self._log.error("consumer.dead_letter_failed", **ids, topic=topic, error=str(exc))
                 if not await self._pause(self._policy.delay(failures)):
                     return False
+        if CRASH_AT:
+            crash_point("after_dead_letter_ack")
+        if not await self._ledger.after_ack(topic, record):
+            return False  # marked "sending": the next delivery finds the record on the topic
+        if CRASH_AT:
+            crash_point("after_dead_letter_mark")
         where = f"{record.topic}/{record.partition}@{record.offset}"
         error_text = f"{type(error).__name__}: {error}"
         self._log.error(

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from contextlib import AbstractContextManager
 
+    from sqlalchemy import Connection
     from sqlalchemy.orm import Session
 
     from .consumer import Record
@@ -142,6 +143,14 @@ class InboxApplier:
                 host = _RunnerTransactionHost(self._seam, UnitOfWork(session, self._seam.publish))
                 self._invoke(event, attempt, host, session, record)
         return claimed
+
+    def run_exclusive(self, action: Callable[[Connection], object]) -> object:
+        """Run ``action`` in a transaction of its own, committed on return (serialized on SQLite).
+
+        The dead-letter marks (engine.dead_letter_marks) go through here.
+        """
+        with self._sessions() as session, self._exclusive(session), session.begin():
+            return action(session.connection())
 
     def _opened(self, session: Session, events: Sequence[DomainEvent]) -> Sequence[DomainEvent]:
         """``events`` with sealed personal-data fields opened (or ``Erased``), in this transaction.

@@ -44,6 +44,7 @@ transactions, in worker threads) is engine.inbox_apply.InboxApplier.
 
 from __future__ import annotations
 
+import functools
 import threading
 from contextlib import AsyncExitStack
 from dataclasses import replace
@@ -65,6 +66,7 @@ from .handler_worker import DeadLetterSender, HandlerWorker
 from .handler_worker import HandlerStats as HandlerStats
 from .inbox_apply import InboxApplier
 from .retry import RetryPolicy
+from .topic_records import TopicReader
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -131,6 +133,12 @@ class ConsumerRunner:
         self._topics = {spec.name: self._topics_of(spec) for spec in self.specs}
         self._own_kafka = dead_letters is None
         self.dead_letters = DeadLetterSender(dead_letters, create_topics)
+        #: Opens a reader of the dead-letter topics (engine.dead_letter_marks), own Kafka only.
+        self.dead_letter_reader: Callable[[], TopicReader] | None = (
+            functools.partial(TopicReader, seam.settings.kafka, purpose="dlq-check")
+            if self._own_kafka
+            else None
+        )
         self.workers = self._workers(consumers or self._kafka_consumer)
         self._stopping = anyio.Event()
 

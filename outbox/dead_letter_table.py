@@ -9,6 +9,10 @@ kept as the outbox keeps it (key, JSON value, pre-encoded CloudEvents headers), 
 ``eventseam_dlq_resolved``: one row per record of a Kafka dead-letter topic (engine.
 dead_letter_topic) that an operator replayed or discarded. Kafka cannot delete one record, so
 ``eventseam dlq list`` hides the records named here instead.
+
+``eventseam_dlq_sent``: one row per record the consumer runner dead-lettered, per handler
+(engine.dead_letter_marks): ``sending`` before the dead-letter record is produced, ``sent`` once
+the broker acknowledged it, so a worker killed before its offset commit never writes it twice.
 """
 
 from __future__ import annotations
@@ -60,3 +64,18 @@ dlq_resolved = Table(
     Column("action", String(10), nullable=False, comment="replayed | discarded"),
     Column("resolved_at", DateTime(timezone=True), nullable=False),
 )
+
+dlq_sent = Table(
+    "eventseam_dlq_sent",
+    metadata,
+    Column("handler", String(200), primary_key=True, comment="durable handler name"),
+    Column("topic", String(249), primary_key=True, comment="topic the record was read from"),
+    Column("partition_no", Integer, primary_key=True, autoincrement=False),
+    Column("record_offset", SEQ_TYPE, primary_key=True, autoincrement=False),
+    Column("event_id", String(100), nullable=True, comment="ce_id header of the record"),
+    Column("dead_letter_topic", String(249), nullable=False),
+    Column("state", String(10), nullable=False, comment="sending | sent"),
+    Column("marked_at", DateTime(timezone=True), nullable=False),
+)
+
+Index("ix_eventseam_dlq_sent_marked_at", dlq_sent.c.marked_at)
