@@ -8,6 +8,7 @@ one-by-one fallback after a failed batch). See engine.runner for the whole contr
 
 from __future__ import annotations
 
+import contextvars
 import time
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
@@ -104,7 +105,20 @@ class InboxApplier:
         The inbox rows are inserted first (``inbox.claim_many``: one statement on PostgreSQL),
         then the handler runs for each claimed event; any failure rolls both back.
         ``records`` (the fetched records of ``events``, same positions) name the spans' topics.
+        The log ids bound meanwhile stay inside the call (a copy of the caller's context).
         """
+        return contextvars.copy_context().run(self._apply_batch, events, records)
+
+    def apply_one(self, event: DomainEvent, attempt: int, record: Record | None = None) -> bool:
+        """Claim the event and apply it in one transaction; False when it was applied before.
+
+        Like ``apply_batch``, it runs in a copy of the caller's context.
+        """
+        return contextvars.copy_context().run(self._apply_one, event, attempt, record)
+
+    def _apply_batch(
+        self, events: Sequence[DomainEvent], records: Sequence[Record]
+    ) -> BatchOutcome:
         bind_contextvars(handler=self.spec.name, context=self.spec.context, attempt=1)
         index: int | None = None
         applied = 0
@@ -125,8 +139,7 @@ class InboxApplier:
             return BatchOutcome(error=exc, index=index)
         return BatchOutcome(applied=applied)
 
-    def apply_one(self, event: DomainEvent, attempt: int, record: Record | None = None) -> bool:
-        """Claim the event and apply it in one transaction; False when it was applied before."""
+    def _apply_one(self, event: DomainEvent, attempt: int, record: Record | None) -> bool:
         bind_contextvars(handler=self.spec.name, context=self.spec.context, attempt=attempt)
         with self._sessions() as session, self._exclusive(session), session.begin():
             try:

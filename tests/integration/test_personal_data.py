@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from structlog.contextvars import get_contextvars
 
 from engine.cli import main
 from engine.codec import decode, decode_headers
@@ -154,6 +155,8 @@ def test_runner_applier_opens_sealed_events_and_erased_ones(seam: EventSeam) -> 
         erase_subject(connection, "c-1")
     # The same record consumed again after the erasure (another handler, a replay, a redelivery).
     assert InboxApplier(late, seam, threading.Lock()).apply_one(stored, 1) is True
+    # The appliers bind their log ids in a copy of the caller's context: none leak out here.
+    assert not {"handler", "attempt", "event_id"} & get_contextvars().keys()
     (before,), (after,) = RECEIVED["remember_customer"], RECEIVED["reject_customer"]
     assert before.email == EMAIL
     assert isinstance(after.email, Erased)

@@ -41,6 +41,7 @@ async def outage(stack: Stack, proxy: FaultProxy, kind: str, seconds: float) -> 
     """One database outage of ``kind`` (refused / hanging) for ``seconds``; its figures."""
     proxy.cut() if kind == "refused" else proxy.hang()
     seqs = await write_for(stack, seconds)
+    assert seqs, f"nothing was committed during the {kind} outage"
     ids = set(list(stack.written)[-len(seqs) :])
     restored, restored_monotonic = wall_clock(), time.monotonic()
     proxy.restore()
@@ -50,6 +51,12 @@ async def outage(stack: Stack, proxy: FaultProxy, kind: str, seconds: float) -> 
         message=f"the {kind} backlog applied; see {stack.workdir}",
     )
     applied_after = time.monotonic() - restored_monotonic
+    # The relay marks rows after the broker's ack, so the worker may apply them first.
+    await wait_for(
+        lambda: stack.all_published(seqs),
+        timeout=60,
+        message=f"the {kind} backlog marked published; see {stack.workdir}",
+    )
     published = sorted(stamp.timestamp() for stamp in stack.published_at(seqs))
     return {
         "backlog": len(seqs),
@@ -74,25 +81,30 @@ async def test_database_unreachable_for_relay_and_worker(postgres_url: str, tmp_
                 relay_database=through_proxy,
                 worker_database=through_proxy,
             )
-            with stack.relay() as relay, stack.worker() as worker:
-                stack.write(50)
-                await wait_for(lambda: len(stack.applied()) == 50, message=f"warm-up; {tmp_path}")
-                for kind in ("refused", "hanging"):
-                    for name, value in (await outage(stack, proxy, kind, seconds)).items():
-                        figures[f"{kind}_{name}"] = value
-                    alive = relay.poll() is None and worker.poll() is None
-                    figures[f"{kind}_processes_alive"] = "yes" if alive else "no"
-                await write_for(stack, 1.0)
-                await wait_for(
-                    lambda: (
-                        len(stack.applied()) >= len(stack.written) and not stack.all_unpublished()
-                    ),
-                    timeout=120,
-                    message=f"everything applied; see {tmp_path}",
-                )
-            figures |= await stack.verify()
-            figures |= {"relay_exit": relay.returncode, "worker_exit": worker.returncode}
-            stack.close()
+            try:
+                with stack.relay() as relay, stack.worker() as worker:
+                    stack.write(50)
+                    await wait_for(
+                        lambda: len(stack.applied()) == 50, message=f"warm-up; {tmp_path}"
+                    )
+                    for kind in ("refused", "hanging"):
+                        for name, value in (await outage(stack, proxy, kind, seconds)).items():
+                            figures[f"{kind}_{name}"] = value
+                        alive = relay.poll() is None and worker.poll() is None
+                        figures[f"{kind}_processes_alive"] = "yes" if alive else "no"
+                    await write_for(stack, 1.0)
+                    await wait_for(
+                        lambda: (
+                            len(stack.applied()) >= len(stack.written)
+                            and not stack.all_unpublished()
+                        ),
+                        timeout=120,
+                        message=f"everything applied; see {tmp_path}",
+                    )
+                figures |= await stack.verify()
+                figures |= {"relay_exit": relay.returncode, "worker_exit": worker.returncode}
+            finally:
+                stack.close()
     finally:
         broker.stop()
     record_figures("9-database-outage", "postgresql", figures, bounds=BOUNDS, run=run)

@@ -30,7 +30,7 @@ def test_recorded_figures_are_rendered_with_their_command(
     assert "| `kills` | 25 |  |" in text
     assert "| `lost` | 0 | == 0 |" in text
     assert "EVENTSEAM_RELIABILITY=full" in text
-    assert "#### 3. Broker outage" in text.split("### Figures, reduced scale")[0]
+    assert "#### 3. Broker unreachable" in text.split("### Figures, reduced scale")[0]
     assert "not yet run" in text
     document = f"intro\n{START}\nold\n{END}\noutro\n"
     assert updated(document, text) == f"intro\n{text}\noutro\n"
