@@ -44,7 +44,8 @@ NAMING_CONVENTION: Final = {
 #: Metadata of every eventseam table; Alembic and the Django migrations mirror it.
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
-#: Auto-incrementing 64-bit key on PostgreSQL, SQLite's INTEGER PRIMARY KEY (rowid) on SQLite.
+#: Auto-incrementing 64-bit key on PostgreSQL, SQLite's INTEGER PRIMARY KEY AUTOINCREMENT (rowid,
+#: never reused) on SQLite.
 SEQ_TYPE = BigInteger().with_variant(Integer(), "sqlite")
 
 
@@ -103,6 +104,9 @@ outbox = Table(
     Column("occurred_at", DateTime(timezone=True), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("published_at", DateTime(timezone=True), nullable=True),
+    # AUTOINCREMENT: a plain rowid takes max(seq) + 1, so once the relay deleted the newest rows
+    # the next ones reused their seq, below a scanning relay's cursor (out of order on the topic).
+    sqlite_autoincrement=True,
 )
 
 Index(
