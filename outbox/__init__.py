@@ -18,7 +18,9 @@ from .errors import OutsideTransactionError as OutsideTransactionError
 from .errors import PermanentPublishError as PermanentPublishError
 from .errors import PublishError as PublishError
 from .errors import RowNotFoundError as RowNotFoundError
+from .errors import SchemaOutOfDateError as SchemaOutOfDateError
 from .errors import TopicMismatchError as TopicMismatchError
+from .migrate import check_schema as check_schema
 from .migrate import current as current
 from .migrate import downgrade as downgrade
 from .migrate import upgrade as upgrade
@@ -46,8 +48,10 @@ __all__ = [
     "PublishError",
     "Relay",
     "RowNotFoundError",
+    "SchemaOutOfDateError",
     "Status",
     "TopicMismatchError",
+    "check_schema",
     "current",
     "discard_parked",
     "downgrade",

@@ -7,8 +7,9 @@
     ├── PublishError              the broker refused or failed a send (``retriable`` says if it may pass)
     │   └── PermanentPublishError  the row cannot be published as is (too large, unauthorized, ...)
     ├── RowNotFoundError          an operator command names an outbox row that does not exist
-    └── KafkaSecurityError        TLS/SASL settings cannot be used (file, key password, token provider)
-        └── KafkaTLSError         the broker's certificate is refused (untrusted CA, wrong host name)
+    ├── KafkaSecurityError        TLS/SASL settings cannot be used (file, key password, token provider)
+    │   └── KafkaTLSError         the broker's certificate is refused (untrusted CA, wrong host name)
+    └── SchemaOutOfDateError      the database's eventseam schema is at an older revision than the code
 
 Append new classes at the end; keep this tree up to date.
 """
@@ -87,3 +88,18 @@ class KafkaTLSError(KafkaSecurityError):
     def __init__(self, server: str, reason: str, setting: str = "kafka.ssl_cafile") -> None:
         self.server = server
         super().__init__(setting, f"TLS handshake with {server} failed: {reason}")
+
+
+class SchemaOutOfDateError(OutboxError):
+    """Raised by outbox.migrate.require_schema (``eventseam relay``/``worker`` start-up) when the
+    database's eventseam schema is at an older revision than this code's head.
+
+    ``database`` is the URL with its password hidden. Fix: run ``eventseam db upgrade``.
+    """
+
+    def __init__(self, database: str, current: str, expected: str) -> None:
+        self.database, self.current, self.expected = database, current, expected
+        super().__init__(
+            f"the eventseam schema of {database} is at revision {current}, but this code "
+            f"expects revision {expected}: run `eventseam db upgrade` before starting"
+        )

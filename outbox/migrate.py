@@ -10,6 +10,9 @@ in a transaction of its own (all-or-nothing on PostgreSQL, which has transaction
 Connection is used as is: inside its open transaction (the caller commits), or in one Alembic
 begins and commits. Every failure is raised as MigrationError.
 
+``check_schema``/``require_schema`` compare a database's revision with ``head()`` at process
+start-up (``eventseam relay`` and ``eventseam worker``): an older one raises SchemaOutOfDateError.
+
 New revisions (for eventseam developers)::
 
     from alembic import command
@@ -19,21 +22,25 @@ New revisions (for eventseam developers)::
 
 from __future__ import annotations
 
+import enum
 import importlib
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+import structlog
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import URL, Connection, Engine, MetaData, create_engine, make_url
+from sqlalchemy import URL, Connection, Engine, MetaData, create_engine, inspect, make_url
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
 
-from .errors import MigrationError
+from .errors import MigrationError, SchemaOutOfDateError
 from .table import metadata
 
 if TYPE_CHECKING:
@@ -43,10 +50,14 @@ __all__ = [
     "SCRIPT_LOCATION",
     "TABLE_MODULES",
     "VERSION_TABLE",
+    "SchemaState",
+    "SchemaStatus",
     "alembic_config",
+    "check_schema",
     "current",
     "downgrade",
     "head",
+    "require_schema",
     "schema_metadata",
     "upgrade",
 ]
@@ -74,6 +85,11 @@ _T = TypeVar("_T")
 #: Alembic keeps the running command in module globals (``alembic.context``): one at a time per
 #: process. Processes serialize on a PostgreSQL advisory lock (see migrations/env.py).
 _alembic_lock = threading.Lock()
+
+#: Seconds the start-up schema check waits to connect before giving up (and going on).
+CHECK_CONNECT_TIMEOUT: Final = 5
+
+log = structlog.get_logger(__name__)
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -166,3 +182,109 @@ def current(target: Target) -> str | None:
         return context.get_current_revision()
 
     return _run("'current'", target, read)
+
+
+class SchemaState(enum.Enum):
+    """How a database's eventseam schema compares with this code's head (check_schema)."""
+
+    CURRENT = "current"  # at head
+    OUTDATED = "outdated"  # an older revision of the shipped history
+    AHEAD = "ahead"  # a revision this code does not know: newer code migrated it
+    UNVERSIONED = "unversioned"  # no version table: create_all, Django migrations, or no tables
+    UNREACHABLE = "unreachable"  # the check could not connect or read
+
+
+@dataclass(frozen=True)
+class SchemaStatus:
+    """The result of check_schema; ``database`` is the URL with its password hidden."""
+
+    state: SchemaState
+    database: str
+    current: str | None
+    expected: str
+    error: str | None = None
+
+
+def check_schema(target: str | URL | Engine) -> SchemaStatus:
+    """Compare ``target``'s eventseam revision with head(); never raises for the database's sake.
+
+    The database is opened with a short connect timeout (CHECK_CONNECT_TIMEOUT; an async driver
+    is swapped for its sync twin): a server Engine is reopened from its URL for that (its
+    ``connect_args`` are not reused), a SQLite Engine is used as it is. A failure to connect or
+    read gives UNREACHABLE, so an outage is left to the callers' retry loops.
+    """
+    expected, database = head(), _describe(target)
+    try:
+        now = _read_revision(target)
+    except (SQLAlchemyError, MigrationError, ImportError) as exc:
+        return SchemaStatus(SchemaState.UNREACHABLE, database, None, expected, error=str(exc))
+    if now == expected:
+        state = SchemaState.CURRENT
+    elif now is None:  # no version table, or an empty one (every revision downgraded)
+        state = SchemaState.UNVERSIONED
+    elif now in _known_revisions():
+        state = SchemaState.OUTDATED
+    else:
+        state = SchemaState.AHEAD
+    return SchemaStatus(state, database, now, expected)
+
+
+def require_schema(target: str | URL | Engine) -> SchemaStatus:
+    """check_schema for a process start-up: raise SchemaOutOfDateError when OUTDATED.
+
+    Logs a structlog warning and returns for AHEAD (a rolling deploy: older code on a newer
+    schema), UNVERSIONED (``eventseam_schema_unversioned``) and UNREACHABLE; nothing for CURRENT.
+    """
+    status = check_schema(target)
+    fields = {"database": status.database, "current": status.current, "expected": status.expected}
+    if status.state is SchemaState.OUTDATED and status.current is not None:
+        raise SchemaOutOfDateError(status.database, status.current, status.expected)
+    if status.state is SchemaState.AHEAD:
+        log.warning("eventseam_schema_ahead", **fields)
+    elif status.state is SchemaState.UNVERSIONED:
+        log.warning(
+            "eventseam_schema_unversioned",
+            version_table=VERSION_TABLE,
+            hint="tables made by create_all carry no revision to check",
+            **fields,
+        )
+    elif status.state is SchemaState.UNREACHABLE:
+        log.warning("eventseam_schema_check_skipped", error=status.error, **fields)
+    return status
+
+
+def _read_revision(target: str | URL | Engine) -> str | None:
+    """The revision in ``target``'s version table; None when the table is missing or empty."""
+    if isinstance(target, Engine) and target.dialect.name == "sqlite":
+        engine = target  # a file or memory database: no network wait; memory needs this Engine
+    else:
+        engine = _check_engine(target.url if isinstance(target, Engine) else target)
+    try:
+        with engine.connect() as connection:
+            if not inspect(connection).has_table(VERSION_TABLE):
+                return None
+            return current(connection)
+    finally:
+        if engine is not target:
+            engine.dispose()
+
+
+def _known_revisions() -> set[str]:
+    script = ScriptDirectory.from_config(alembic_config())
+    return {revision.revision for revision in script.walk_revisions()}
+
+
+def _check_engine(url: str | URL) -> Engine:
+    """A sync, one-connection engine on ``url`` that gives up connecting after a few seconds."""
+    parsed = make_url(url)
+    backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    connect_args: dict[str, Any] = {}
+    if backend == "postgresql":
+        if driver in {"asyncpg", "psycopg_async"}:
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        connect_args["connect_timeout"] = CHECK_CONNECT_TIMEOUT
+    elif backend == "sqlite":
+        if driver == "aiosqlite":
+            parsed = parsed.set(drivername="sqlite")
+        connect_args["timeout"] = CHECK_CONNECT_TIMEOUT
+    return create_engine(parsed, connect_args=connect_args, poolclass=NullPool)

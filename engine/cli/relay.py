@@ -23,13 +23,21 @@ from engine import metrics
 from engine.cli.logging import configure_logging
 from engine.cli.options import logging_options, metrics_options, serve_metrics
 from engine.settings import EventSeamSettings, load_settings
-from outbox.errors import KafkaSecurityError
+from outbox import migrate
+from outbox.errors import KafkaSecurityError, SchemaOutOfDateError
 from outbox.kafka_security import first_security_error
 
 if TYPE_CHECKING:
     from outbox.relay import Relay
 
 log = structlog.get_logger(__name__)
+
+
+class SchemaExit(click.ClickException):
+    """The database's eventseam schema is older than this code: exit status 2, like other
+    configuration errors."""
+
+    exit_code = 2
 
 
 def _settings() -> EventSeamSettings:
@@ -84,7 +92,9 @@ def run_relay(
     Without Kafka bootstrap servers it starts the bundled development broker when
     ``bundled_broker`` (idempotence ``auto`` becomes ``off`` there), else raises
     click.ClickException (exit status 1) with ``missing_servers``: how to set them. With
-    ``metrics_port`` it serves Prometheus metrics and samples the outbox gauges.
+    ``metrics_port`` it serves Prometheus metrics and samples the outbox gauges. Before starting
+    it checks the database's eventseam schema (outbox.migrate.require_schema): an older revision
+    than this code's head raises click.ClickException with exit status 2.
     """
     if not settings.kafka.bootstrap_servers and not bundled_broker:
         raise click.ClickException(
@@ -92,6 +102,10 @@ def run_relay(
             "development broker that keeps nothing)"
         )
     configure_logging(log_level, json_logs=json_logs)
+    try:
+        migrate.require_schema(settings.database_url)
+    except SchemaOutOfDateError as exc:
+        raise SchemaExit(str(exc)) from exc
     serve_metrics(metrics_port, metrics_addr)
     sampled = metrics_port is not None
     try:

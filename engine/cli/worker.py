@@ -13,7 +13,9 @@ through the outbox and the relay only, so each chosen context that owns events m
 The first SIGTERM or SIGINT stops gracefully: every handler finishes the record in hand, commits
 its offsets and leaves its group; the process exits 0. A second signal stops at once (records in
 hand are redelivered; the inbox absorbs them). Exit status 2 for an unknown context, a context
-not in broker mode, or an application that cannot be loaded; 1 without Kafka bootstrap servers.
+not in broker mode, an application that cannot be loaded, or a database whose eventseam schema is
+older than this code (outbox.migrate.require_schema; run ``eventseam db upgrade``); 1 without
+Kafka bootstrap servers.
 This process configures structlog for itself (engine.cli.logging). With ``--metrics-port`` it
 serves Prometheus metrics (engine.metrics): handler durations, dead letters and the lag of each
 handler's group per partition.
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING, NoReturn
 import anyio
 import click
 import structlog
+from sqlalchemy import Engine
 
 from engine.cli import app_loader
 from engine.cli.logging import configure_logging
@@ -35,7 +38,8 @@ from engine.cli.options import logging_options, metrics_options, serve_metrics
 from engine.contexts import ContextMap
 from engine.errors import SettingsError, UnknownContextError
 from engine.modes import Mode
-from outbox.errors import KafkaSecurityError
+from outbox import migrate
+from outbox.errors import KafkaSecurityError, SchemaOutOfDateError
 from outbox.gc_tuning import freeze_startup_heap
 from outbox.kafka_security import first_security_error
 
@@ -75,6 +79,7 @@ def worker(
     check_contexts(seam, chosen)
     if not seam.settings.kafka.bootstrap_servers:
         _fail("no Kafka bootstrap servers: set EVENTSEAM_KAFKA__BOOTSTRAP_SERVERS", 1)
+    check_schema(seam)
     from engine.runner import ConsumerRunner
 
     try:
@@ -125,6 +130,21 @@ def check_contexts(seam: RunnerHost, contexts: Sequence[str]) -> None:
                 "the events its handlers publish must go through the outbox only; "
                 f"set EVENTSEAM_CONTEXTS__{name.upper()}=broker"
             )
+
+
+def check_schema(seam: RunnerHost) -> None:
+    """Exit 2 when the database bound to ``seam.session_factory`` has an older eventseam schema.
+
+    Without a bound Engine the worker uses no database, and nothing is checked.
+    """
+    bind = seam.session_factory.kw.get("bind") if seam.session_factory is not None else None
+    if not isinstance(bind, Engine):
+        return
+    try:
+        migrate.require_schema(bind)
+    except SchemaOutOfDateError as exc:
+        app_loader.dispose_app(seam)
+        _fail(str(exc))
 
 
 async def serve(runner: ConsumerRunner) -> None:

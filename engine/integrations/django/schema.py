@@ -12,6 +12,11 @@ Django's connection (measured: that silently rolls Django's writes back). ``sqlm
 statements. The tables therefore equal the canonical ``outbox`` tables exactly as the Alembic
 history does; the drift test in tests/django checks both vendors.
 
+Each operation also keeps eventseam's version table (``eventseam_alembic_version``) at the
+revision it ran, as ``eventseam db upgrade`` does, so the relay's and the worker's start-up check
+(``outbox.migrate.require_schema``) sees a Django database's revision too; migrating the app to
+``zero`` drops that table with the rest.
+
 Contract for eventseam developers: a new Alembic revision needs a new Django migration running it
 (tests/django fails until it exists), and revisions must render offline: branch on
 ``op.get_context().dialect.name``, never on ``op.get_bind()``.
@@ -31,13 +36,13 @@ from alembic.script import ScriptDirectory
 from django.db import NotSupportedError, router
 from django.db.migrations.operations.base import Operation
 
-from outbox.migrate import alembic_config
+from outbox.migrate import VERSION_TABLE, alembic_config
 
 if TYPE_CHECKING:
     from django.db.backends.base.schema import BaseDatabaseSchemaEditor
     from django.db.migrations.state import ProjectState
 
-__all__ = ["VENDORS", "RunAlembicRevision", "render_revision"]
+__all__ = ["VENDORS", "RunAlembicRevision", "render_revision", "version_statements"]
 
 #: Django database vendors eventseam supports, and the SQLAlchemy dialect rendering their DDL.
 VENDORS: Final[dict[str, str]] = {"postgresql": "postgresql", "sqlite": "sqlite"}
@@ -89,6 +94,28 @@ def render_revision(revision: str, direction: Direction, vendor: str) -> list[st
     with _render_lock, Operations.context(context):
         getattr(script.module, direction)()
     return output.statements
+
+
+def version_statements(revision: str, direction: Direction) -> list[str]:
+    """SQL that leaves eventseam's version table at ``revision`` (upgrade) or its predecessor.
+
+    Downgrading the first revision drops the table. Revision ids are eventseam's own ("0001"...),
+    checked against the history, so they are inlined.
+    """
+    script = ScriptDirectory.from_config(alembic_config()).get_revision(revision)
+    if script is None:  # pragma: no cover - get_revision raises for unknown ids
+        raise LookupError(f"no eventseam Alembic revision {revision!r}")
+    target = script.revision if direction == "upgrade" else script.down_revision
+    if target is None:
+        return [f"DROP TABLE IF EXISTS {VERSION_TABLE}"]
+    if not isinstance(target, str) or not target.isalnum():  # a merge point, or an odd id
+        raise LookupError(f"eventseam revision {revision!r} has no single plain parent: {target!r}")
+    return [
+        f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (version_num VARCHAR(32) NOT NULL, "
+        f"CONSTRAINT {VERSION_TABLE}_pkc PRIMARY KEY (version_num))",
+        f"DELETE FROM {VERSION_TABLE}",
+        f"INSERT INTO {VERSION_TABLE} (version_num) VALUES ('{target}')",
+    ]
 
 
 class RunAlembicRevision(Operation):
@@ -143,5 +170,6 @@ class RunAlembicRevision(Operation):
         connection = schema_editor.connection
         if not router.allow_migrate(connection.alias, app_label):
             return
-        for statement in render_revision(self.revision, direction, connection.vendor):
+        statements = render_revision(self.revision, direction, connection.vendor)
+        for statement in statements + version_statements(self.revision, direction):
             schema_editor.execute(statement, params=None)
