@@ -41,18 +41,18 @@ class Scale:
 
 REDUCED = Scale(
     name="reduced",
-    relay_events=3_000,
-    relay_kills=4,
+    relay_events=2_000,
+    relay_kills=3,
     crash_events=1_500,
-    worker_events=2_000,
+    worker_events=1_500,
     worker_kills=2,
     poison_events=600,
     poison_count=3,
     poison_kills=2,
     flip_events=2_000,
     flips=5,
-    many_events=3_000,
-    many_kills=4,
+    many_events=2_000,
+    many_kills=3,
     aggregates=200,
 )
 
