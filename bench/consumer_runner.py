@@ -38,65 +38,31 @@ import statistics
 import subprocess
 import sys
 import uuid
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 from aiokafka import AIOKafkaProducer
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import create_engine
 
 from bench.consumer_runner_phases import FETCH_MAX_WAIT_MS, MeterRead, run_phase
+from bench.stack import bootstrap_servers, fresh_database
 from engine.codec import encode
 from engine.settings import KafkaSettings
-from outbox.bundled_broker import BundledBroker
 from outbox.inbox_table import inbox
 from outbox.kafka import KafkaTopicAdmin
 from outbox.table import metadata
 from outbox.topics import TopicSpec
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Sequence
 
-POSTGRES_ADMIN_URL: Final = os.environ.get(
-    "EVENTSEAM_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 TARGET_RATIO: Final = 0.25
 
 
 # -- orchestration ----------------------------------------------------------------------------
-
-
-@contextmanager
-def bootstrap_servers() -> Iterator[str]:
-    """EVENTSEAM_BENCH_KAFKA, or a bundled broker started for this run."""
-    given = os.environ.get("EVENTSEAM_BENCH_KAFKA")
-    if given:
-        yield given
-        return
-    with BundledBroker() as broker:
-        yield broker.bootstrap_servers
-
-
-@contextmanager
-def fresh_database() -> Iterator[str]:
-    """A new PostgreSQL database with the eventseam tables; dropped afterwards."""
-    name = f"eventseam_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    engine = create_engine(url)
-    metadata.create_all(engine)
-    engine.dispose()
-    try:
-        yield url
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 async def fill_topic(bootstrap: str, topic: str, partitions: int, events: int) -> int:
@@ -178,7 +144,7 @@ def measure(arguments: argparse.Namespace) -> dict[str, Any]:
     runs: dict[str, list[dict[str, float]]] = {"raw": [], "runner": []}
     with ExitStack() as stack:
         bootstrap = stack.enter_context(bootstrap_servers())
-        database = stack.enter_context(fresh_database())
+        database = stack.enter_context(fresh_database(metadata.create_all))
         size = anyio.run(
             fill_topic, bootstrap, f"{prefix}source", arguments.partitions, arguments.events
         )

@@ -68,6 +68,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from bench.stack import POSTGRES_ADMIN_URL
 from engine.codec import encode
 from engine.events import DomainEvent
 from engine.modes import Mode
@@ -78,9 +79,6 @@ from outbox.writer import WriteStrategy, build_rows, compiled_insert, write
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
-POSTGRES_ADMIN_URL: Final = os.environ.get(
-    "EVENTSEAM_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 IMMEDIATE_1: Final = "+1 event (immediate)"
 IMMEDIATE_10: Final = "+10 events (immediate)"
 VARIANTS: Final = ("no outbox", "+0 events", "+1 event", "+10 events", IMMEDIATE_1, IMMEDIATE_10)

@@ -54,20 +54,20 @@ from sqlalchemy import Engine, create_engine, text
 from bench.relay_throughput import (
     CONTEXT,
     ItemShipped,
-    bootstrap_servers,
     create_topic,
     delete_topic,
     environment,
-    fresh_database,
     kafka_settings,
     server_info,
     status_mib,
 )
+from bench.stack import bootstrap_servers, fresh_database
 from engine.codec import encode
 from engine.contexts import BoundedContext
 from engine.modes import Mode
 from engine.seam import EventSeam
 from engine.settings import EventSeamSettings, RelaySettings, TopicSettings
+from outbox import migrate
 from outbox.gc_tuning import tune_for_relay
 from outbox.kafka import producer_options
 from outbox.notify import DROP_TRIGGER, install_notify_trigger
@@ -552,7 +552,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = Path(__file__).parent / f".latency-{os.getpid()}"
     workdir.mkdir(exist_ok=True)
     try:
-        with bootstrap_servers() as bootstrap, fresh_database() as database:
+        with bootstrap_servers() as bootstrap, fresh_database(migrate.upgrade) as database:
             args.bootstrap, args.database = bootstrap, database
             engine = create_engine(database)
             try:

@@ -57,7 +57,6 @@ import subprocess
 import sys
 import time
 import uuid
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -70,12 +69,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
+from bench.stack import bootstrap_servers, fresh_database
 from engine.codec import decode_headers, encode
 from engine.events import DomainEvent
 from engine.modes import Mode
 from engine.settings import EventSeamSettings, KafkaSettings, RelaySettings, TopicSettings
 from outbox import migrate
-from outbox.bundled_broker import BundledBroker
 from outbox.gc_tuning import tune_for_relay
 from outbox.kafka import KafkaTopicAdmin, producer_options
 from outbox.relay import Relay
@@ -83,11 +82,8 @@ from outbox.topics import TopicSpec
 from outbox.writer import write
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Sequence
 
-POSTGRES_ADMIN_URL: Final = os.environ.get(
-    "EVENTSEAM_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 CONTEXT: Final = "orders"
 CONTESTANTS: Final = ("relay", "naive", "raw-send", "raw-batch", "raw-batch-1mib")
 #: Targets of the relay's throughput as a share of: the fastest raw send_batch loop of the same
@@ -163,36 +159,6 @@ def fill_outbox(engine: Engine, events: int, aggregates: int, seed: int = 11) ->
         with engine.begin() as connection:
             write(connection, records, Mode.BROKER)
     return size
-
-
-@contextmanager
-def fresh_database() -> Iterator[str]:
-    """A new PostgreSQL database with the eventseam schema (shipped migrations); dropped after."""
-    name = f"eventseam_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    try:
-        engine = create_engine(url)
-        migrate.upgrade(engine)
-        engine.dispose()
-        yield url
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-@contextmanager
-def bootstrap_servers() -> Iterator[str]:
-    """EVENTSEAM_BENCH_KAFKA, or a bundled broker started for this run."""
-    given = os.environ.get("EVENTSEAM_BENCH_KAFKA")
-    if given:
-        yield given
-        return
-    with BundledBroker() as broker:
-        yield broker.bootstrap_servers
 
 
 def server_info(engine: Engine) -> str:
@@ -786,7 +752,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child:
         child(args)
         return 0
-    with bootstrap_servers() as bootstrap, fresh_database() as database:
+    with bootstrap_servers() as bootstrap, fresh_database(migrate.upgrade) as database:
         args.bootstrap, args.database = bootstrap, database
         engine = create_engine(database)
         try:
