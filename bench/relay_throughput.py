@@ -519,6 +519,11 @@ def spawn(
         "--raw-batch-records",
         str(args.raw_batch_records),
     ]
+    if args.py_spy:
+        args.py_spy.mkdir(parents=True, exist_ok=True)
+        output = args.py_spy / f"{name}-{uuid.uuid4().hex[:6]}.txt"
+        spy = [str(Path(sys.executable).with_name("py-spy")), "record", "--format", "raw"]
+        command = [*spy, "--rate", "250", "--output", str(output), "--", *command]
     done = subprocess.run(
         command,
         capture_output=True,
@@ -528,7 +533,9 @@ def spawn(
     )
     if done.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{done.stderr[-4000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(
+        [line for line in done.stdout.splitlines() if line.startswith("{")][-1]
+    )
     return result
 
 
@@ -741,6 +748,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--topic", help=argparse.SUPPRESS)
     parser.add_argument("--prefix", help=argparse.SUPPRESS)
     parser.add_argument("--profile", help="child: write cProfile stats to this file")
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        help="sample each contestant with py-spy (installed beside the interpreter) into this "
+        "directory, collapsed stacks (--format raw)",
+    )
     args = parser.parse_args(argv)
     args.contestants = [c for c in args.contestants.split(",") if c]
     return args

@@ -26,6 +26,20 @@ def test_rows_of_one_layout_read_like_the_json_parser() -> None:
         assert stored_headers(blob) == decode_headers(blob) == headers
 
 
+def test_interleaved_event_types_keep_their_own_values() -> None:
+    """Rows of several types (per-type values differ, names equal) interleave: each reads right."""
+    types = [b"orders.OrderPlaced", b"orders.LineAdded", b"billing.Charged", b"a.B", b"c.D", b"e.F"]
+    rng = random.Random(7)
+    for n in range(300):
+        event_type = rng.choice(types)
+        headers = [
+            (name, event_type if name == "ce_type" else value + str(n).encode())
+            for name, value in CLOUD
+        ]
+        blob = encode_headers(headers)
+        assert stored_headers(blob) == decode_headers(blob) == headers
+
+
 def test_alternating_layouts_and_odd_values() -> None:
     """Random layouts in random order, values with every printable byte, escapes and latin-1."""
     rng = random.Random(5)
