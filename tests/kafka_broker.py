@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.to_thread
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -187,11 +188,17 @@ async def wait_for(
     timeout: float = 60.0,  # noqa: ASYNC109 - a polling budget for a sync condition, not a cancel scope
     interval: float = 0.05,
     message: str = "",
+    in_thread: bool = False,
 ) -> None:
-    """Poll ``condition()`` until truthy; fail after ``timeout`` seconds."""
+    """Poll ``condition()`` until truthy; fail after ``timeout`` seconds.
+
+    ``in_thread``: call it in a worker thread, for a condition that queries a database; on the
+    loop such a query stalls everything the loop runs (the bus, the runner) while it lasts.
+    """
     deadline = time.monotonic() + timeout
     while True:
-        if condition():
+        met = await anyio.to_thread.run_sync(condition) if in_thread else condition()
+        if met:
             return
         if time.monotonic() > deadline:
             pytest.fail(f"condition not met within {timeout} s: {message or condition}")
