@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy import Connection
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-    from sqlalchemy.sql.dml import Insert
+    from sqlalchemy.sql.dml import Delete, Insert
     from sqlalchemy.sql.elements import TextClause
 
     from .events import DomainEvent
@@ -303,18 +303,25 @@ def purge(
     """
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
-    cutoff = _utc(now) - older_than
-    doomed = (
-        select(inbox.c.handler, inbox.c.event_id).where(inbox.c.processed_at < cutoff).limit(batch)
-    )
-    statement = delete(inbox).where(tuple_(inbox.c.handler, inbox.c.event_id).in_(doomed))
+    parameters = {"cutoff": _utc(now) - older_than, "limit": batch}
+    statement = purge_statement()
     total = 0
     while True:
-        deleted = connection.execute(statement).rowcount
+        deleted = connection.execute(statement, parameters).rowcount
         connection.commit()
         total += deleted
         if deleted < batch:
             return total
+
+
+def purge_statement() -> Delete:
+    """DELETE of up to ``:limit`` inbox rows processed before ``:cutoff`` (``purge``, the relay)."""
+    doomed = (
+        select(inbox.c.handler, inbox.c.event_id)
+        .where(inbox.c.processed_at < bindparam("cutoff"))
+        .limit(bindparam("limit"))
+    )
+    return delete(inbox).where(tuple_(inbox.c.handler, inbox.c.event_id).in_(doomed))
 
 
 async def claim_async(

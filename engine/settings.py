@@ -164,6 +164,21 @@ class ConsumerSettings(_Section):
         return self
 
 
+class InboxSettings(_Section):
+    """Retention of inbox rows ``(handler, event_id)`` (engine.inbox).
+
+    A row is what makes a redelivered event a no-op, so keep it at least as long as any copy of
+    the event can still be delivered: the Kafka topics' retention (broker default 7 days), the
+    relay's ``retention_seconds`` and the ``eventseam replay --since`` windows you use. The relay
+    holding slot 0 purges older rows (outbox.retention); ``eventseam inbox purge`` does it once.
+    """
+
+    retention_seconds: float = Field(
+        7 * 86_400.0, gt=0, description="inbox rows older than this are purged (default 7 days)"
+    )
+    purge_batch: int = Field(5_000, ge=1, description="inbox rows deleted per statement")
+
+
 class PersonalDataSettings(_Section):
     """Personal-data encryption (engine.personal_data): the master key wrapping subject keys.
 
@@ -231,6 +246,7 @@ class EventSeamSettings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     relay: RelaySettings = RelaySettings()
     consumer: ConsumerSettings = ConsumerSettings()
+    inbox: InboxSettings = InboxSettings()
     acl: AclSettings = AclSettings()
     personal_data: PersonalDataSettings = PersonalDataSettings()
     detached: list[str] = Field(

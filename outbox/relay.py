@@ -166,7 +166,9 @@ class Relay:
         )
         self._doorbell = Doorbell()
         self._listener = NotifyListener(self._engine, self._doorbell, self._policy)
-        self._purger = Purger(self._engine, relay, active=lambda: 0 in self._leases.owned)
+        self._purger = Purger(
+            self._engine, relay, inbox=settings.inbox, active=lambda: 0 in self._leases.owned
+        )
         self._rounds = _Rounds(PIPELINE_DEPTH)
         self._stopped = anyio.Event()
         self._cursor = 0

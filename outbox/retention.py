@@ -6,6 +6,10 @@ than the window. Rows of contexts in ``local`` mode are never relayed: they are 
 window, then purged too. Deletes go in bounded batches of ``purge_batch`` rows (one short
 statement each), so a large backlog never holds long locks. Only the relay holding slot 0 purges,
 so several relays never compete for the same rows.
+
+The same relay purges inbox rows (engine.inbox) processed more than
+``InboxSettings.retention_seconds`` ago, in batches of ``InboxSettings.purge_batch``: the inbox
+lives in the same database, and every deployment that relays runs a relay.
 """
 
 from __future__ import annotations
@@ -19,20 +23,22 @@ import structlog
 from sqlalchemy import bindparam, delete, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from engine.inbox import purge_statement as inbox_purge_statement
+
 from .claim import Link
 from .table import Status, outbox
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from engine.settings import RelaySettings
+    from engine.settings import InboxSettings, RelaySettings
 
 log = structlog.get_logger(__name__)
 
 
-def purge_interval(settings: RelaySettings) -> float:
+def purge_interval(settings: RelaySettings | InboxSettings) -> float:
     """Seconds between purge passes: half the window, within [1, 60]."""
     return min(60.0, max(1.0, settings.retention_seconds / 2))
 
@@ -47,53 +53,81 @@ def _purge_statement(status: str, *, by_published: bool) -> object:
 
 
 class Purger:
-    """Deletes expired published and local rows in bounded batches."""
+    """Deletes expired published and local outbox rows, and expired inbox rows, in bounded batches."""
 
     def __init__(
-        self, engine: AsyncEngine, settings: RelaySettings, *, active: Callable[[], bool]
+        self,
+        engine: AsyncEngine,
+        settings: RelaySettings,
+        *,
+        active: Callable[[], bool],
+        inbox: InboxSettings | None = None,
     ) -> None:
+        """``inbox``: purge inbox rows too, with these settings (None: the outbox only)."""
         self._link = Link(engine)
         self._settings = settings
+        self._inbox = inbox
         self._active = active
         self._statements = (
             _purge_statement(Status.PUBLISHED, by_published=True),
             _purge_statement(Status.LOCAL, by_published=False),
         )
+        self._inbox_statement = inbox_purge_statement()
 
     async def purge_once(self) -> int:
-        """Delete every expired row, ``purge_batch`` at a time; how many were deleted."""
+        """Delete every expired outbox row, ``purge_batch`` at a time; how many were deleted."""
         cutoff = datetime.now(UTC) - timedelta(seconds=self._settings.retention_seconds)
-        limit = self._settings.purge_batch
         total = 0
         for statement in self._statements:
-            while True:
-                result = await self._link.execute(statement, {"cutoff": cutoff, "limit": limit})
-                total += result.rowcount
-                if result.rowcount < limit:
-                    break
-                await anyio.lowlevel.checkpoint()  # let the relay run between batches
+            total += await self._delete(statement, cutoff, self._settings.purge_batch)
         return total
+
+    async def purge_inbox_once(self) -> int:
+        """Delete every expired inbox row, ``InboxSettings.purge_batch`` at a time (0 without)."""
+        if self._inbox is None:
+            return 0
+        cutoff = datetime.now(UTC) - timedelta(seconds=self._inbox.retention_seconds)
+        return await self._delete(self._inbox_statement, cutoff, self._inbox.purge_batch)
+
+    async def _delete(self, statement: object, cutoff: datetime, limit: int) -> int:
+        total = 0
+        while True:
+            result = await self._link.execute(statement, {"cutoff": cutoff, "limit": limit})
+            deleted = int(result.rowcount)
+            total += deleted
+            if deleted < limit:
+                return total
+            await anyio.lowlevel.checkpoint()  # let the relay run between batches
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Purge every ``purge_interval`` while ``active()`` (slot 0 is ours) until cancelled."""
+        """Purge each table every ``purge_interval`` of its window while ``active()`` (slot 0 is ours)."""
         task_status.started()
+        now = anyio.current_time()
+        outbox_due = now + purge_interval(self._settings)
+        inbox_due = now + (purge_interval(self._inbox) if self._inbox else float("inf"))
         while True:
-            await anyio.sleep(purge_interval(self._settings))
-            if not self._active():
-                continue
-            try:
-                deleted = await self.purge_once()
-            except (SQLAlchemyError, OSError) as exc:
-                log.warning("outbox_purge_failed", error=str(exc))
-                continue
-            if deleted:
-                log.info(
-                    "outbox_purged",
-                    rows=deleted,
-                    retention_seconds=self._settings.retention_seconds,
-                )
+            await anyio.sleep(max(0.0, min(outbox_due, inbox_due) - anyio.current_time()))
+            now = anyio.current_time()
+            if outbox_due <= now:
+                outbox_due = now + purge_interval(self._settings)
+                if self._active():
+                    await self._pass("outbox", self.purge_once, self._settings.retention_seconds)
+            if self._inbox is not None and inbox_due <= now:
+                inbox_due = now + purge_interval(self._inbox)
+                if self._active():
+                    await self._pass("inbox", self.purge_inbox_once, self._inbox.retention_seconds)
+
+    async def _pass(self, table: str, purge: Callable[[], Awaitable[int]], window: float) -> None:
+        """One purge pass of ``table``, logged; a database failure is logged and retried later."""
+        try:
+            deleted = await purge()
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning(f"{table}_purge_failed", error=str(exc))
+            return
+        if deleted:
+            log.info(f"{table}_purged", rows=deleted, retention_seconds=window)
 
     async def aclose(self) -> None:
         """Close the connection."""

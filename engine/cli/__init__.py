@@ -11,6 +11,7 @@ COMMANDS: dict[str, str] = {
     "config": "engine.cli.config:config",
     "check": "engine.cli.check:check",
     "db": "engine.cli.db:db",
+    "inbox": "engine.cli.inbox:inbox",
     "relay": "engine.cli.relay:relay",
     "outbox": "engine.cli.outbox:outbox",
     "worker": "engine.cli.worker:worker",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, NoReturn
 
 import anyio
@@ -40,8 +41,6 @@ from engine.replay import ReplaySummary, Retained, retained_events
 from engine.replay import replay as run_replay
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
     from engine.redelivery import RedeliveryHost
 
 #: Output width when stdout is not a terminal (rich would use 80 columns).
@@ -77,6 +76,7 @@ def replay(
     """Re-deliver events retained since --since to the handlers of --context (inbox-safe)."""
     configure_logging("warning", json_logs=False)  # engine warnings to stderr, never stdout
     seam = load_seam(ctx)
+    warn_past_inbox_window(seam.settings.inbox.retention_seconds, since)
     try:
         found, summary = anyio.run(
             _replay, seam, context, since, handler, dry_run, not no_kafka, backend="asyncio"
@@ -96,6 +96,19 @@ def replay(
         print_summary(console, found, summary)
     if summary.total.failed or found.unreadable:
         raise click.exceptions.Exit(FAILED_EXIT)
+
+
+def warn_past_inbox_window(retention_seconds: float, since: datetime) -> None:
+    """Warn on stderr when ``since`` reaches past the inbox window (applied rows may be purged)."""
+    window_start = datetime.now(UTC) - timedelta(seconds=retention_seconds)
+    if since < window_start:
+        click.echo(
+            f"warning: --since {since.isoformat()} is older than the inbox window "
+            f"(inbox.retention_seconds = {retention_seconds:g}, rows processed before "
+            f"{window_start.isoformat(timespec='seconds')} may be purged): events older than "
+            "the window that a handler already applied can be applied again",
+            err=True,
+        )
 
 
 async def _replay(

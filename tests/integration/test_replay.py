@@ -152,3 +152,17 @@ def test_bad_input_exits_2_with_a_clear_error(
     result = invoke(["replay", *args], {"REPLAY_TEST_DATABASE": sqlite_url})
     assert result.exit_code == 2
     assert message in result.output
+
+
+def test_a_window_older_than_the_inbox_window_warns(
+    world: tuple[Engine, dict[str, str], list[StockCounted]],
+) -> None:
+    """--since past inbox.retention_seconds warns on stderr (purged rows can apply twice); inside it, no warning."""
+    env = {**world[1], "EVENTSEAM_INBOX__RETENTION_SECONDS": "3600"}
+    past = invoke(["replay", "--json", "--context", "shelves", "--since", "2h"], env)
+    assert past.exit_code == 0, past.output
+    assert "older than the inbox window (inbox.retention_seconds = 3600" in past.stderr
+    assert json.loads(past.stdout)["events"] == 10
+    inside = invoke(["replay", "--json", "--context", "shelves", "--since", "30m"], env)
+    assert inside.exit_code == 0, inside.output
+    assert "inbox window" not in inside.stderr

@@ -1,0 +1,65 @@
+"""``eventseam inbox purge``: delete inbox rows older than the retention window, once.
+
+    eventseam inbox purge                    # older than inbox.retention_seconds (default 7 days)
+    eventseam inbox purge --older-than 30d   # or an ISO 8601 time: rows processed before it
+    eventseam inbox purge --batch 1000       # rows per statement (default inbox.purge_batch)
+
+A running relay does this on its own (outbox.retention); the command is for deployments that run
+no relay (every context local) and for a one-off clean-up, from cron for example. Each batch
+commits on its own, so the table is never locked for long. The database is ``--url``, else the
+``database_url`` setting. Exit status 1 (with a message) when the database fails.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import click
+from pydantic import ValidationError
+from sqlalchemy import create_engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from engine import inbox as inbox_rows
+from engine.settings import load_settings
+
+from .since import since_callback
+
+
+@click.group()
+def inbox() -> None:
+    """Operate on the inbox (which handler applied which event)."""
+
+
+@inbox.command()
+@click.option(
+    "--url", metavar="URL", default=None, help="SQLAlchemy URL (default: the database_url setting)."
+)
+@click.option(
+    "--older-than",
+    "cutoff",
+    metavar="TIME",
+    callback=since_callback,
+    help="Delete rows processed before TIME: a duration back from now (7d, 36h) or an ISO "
+    "8601 time. Default: inbox.retention_seconds ago.",
+)
+@click.option("--batch", type=click.IntRange(min=1), default=None, help="Rows per statement.")
+def purge(url: str | None, cutoff: datetime | None, batch: int | None) -> None:
+    """Delete inbox rows processed before the retention window; print how many."""
+    try:
+        settings = load_settings()
+    except ValidationError as exc:
+        raise click.ClickException(f"invalid eventseam settings: {exc}") from exc
+    now = datetime.now(UTC)
+    if cutoff is None:
+        cutoff = now - timedelta(seconds=settings.inbox.retention_seconds)
+    engine = create_engine(url or settings.database_url)
+    try:
+        with engine.connect() as connection:
+            deleted = inbox_rows.purge(
+                connection, now - cutoff, batch or settings.inbox.purge_batch, now=now
+            )
+    except SQLAlchemyError as exc:
+        raise click.ClickException(f"database error: {exc}") from exc
+    finally:
+        engine.dispose()
+    click.echo(f"{deleted} inbox rows processed before {cutoff.isoformat()} deleted")

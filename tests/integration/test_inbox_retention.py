@@ -1,0 +1,158 @@
+"""Inbox retention: the relay's purger and ``eventseam inbox purge`` delete rows past the window."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import anyio
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import Engine, create_engine, event, func, insert, select
+
+from engine.cli import main
+from engine.settings import InboxSettings, RelaySettings
+from outbox.claim import create_relay_engine
+from outbox.inbox_table import inbox
+from outbox.retention import Purger
+from outbox.table import metadata
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+pytestmark = pytest.mark.anyio
+
+HANDLER = "ledger.book_sale"
+
+
+@pytest.fixture
+def sync_db(database_url: str) -> Iterator[Engine]:
+    """A sync engine with the eventseam tables."""
+    engine = create_engine(database_url)
+    metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+async def relay_db(sync_db: Engine) -> AsyncIterator[AsyncEngine]:
+    """The relay's async engine on the same database."""
+    engine = create_relay_engine(sync_db.url.render_as_string(hide_password=False))
+    yield engine
+    await engine.dispose()
+
+
+def add_rows(engine: Engine, count: int, age: timedelta, handler: str = HANDLER) -> None:
+    """``count`` inbox rows for ``handler`` processed ``age`` ago."""
+    when = datetime.now(UTC) - age
+    with engine.begin() as connection:
+        connection.execute(
+            insert(inbox),
+            [
+                {"handler": handler, "event_id": uuid.uuid4(), "processed_at": when}
+                for _ in range(count)
+            ],
+        )
+
+
+def ages(engine: Engine) -> list[tuple[str, int]]:
+    """(handler, row count) per handler, sorted."""
+    with engine.connect() as connection:
+        query = select(inbox.c.handler, func.count()).group_by(inbox.c.handler)
+        return sorted((handler, int(count)) for handler, count in connection.execute(query))
+
+
+async def test_the_relay_purger_deletes_expired_inbox_rows_in_bounded_batches(
+    sync_db: Engine, relay_db: AsyncEngine
+) -> None:
+    """Rows older than inbox.retention_seconds go, purge_batch rows per DELETE; younger ones stay."""
+    add_rows(sync_db, 23, timedelta(days=8))
+    add_rows(sync_db, 4, timedelta(days=6), handler="ledger.count_sale")
+    deleted_per_statement: list[int] = []
+
+    @event.listens_for(relay_db.sync_engine, "after_cursor_execute")
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith("DELETE"):
+            deleted_per_statement.append(cursor.rowcount)  # type: ignore[attr-defined]
+
+    purger = Purger(
+        relay_db,
+        RelaySettings(),
+        inbox=InboxSettings(retention_seconds=7 * 86_400, purge_batch=10),
+        active=lambda: True,
+    )
+    try:
+        assert await purger.purge_inbox_once() == 23
+        assert deleted_per_statement == [10, 10, 3]
+        assert ages(sync_db) == [("ledger.count_sale", 4)]
+        assert await purger.purge_inbox_once() == 0
+    finally:
+        await purger.aclose()
+
+
+async def test_a_purger_without_inbox_settings_leaves_the_inbox_alone(
+    sync_db: Engine, relay_db: AsyncEngine
+) -> None:
+    """Purger(inbox=None) purges the outbox only (what a caller that owns no inbox asks for)."""
+    add_rows(sync_db, 3, timedelta(days=30))
+    purger = Purger(relay_db, RelaySettings(), active=lambda: True)
+    try:
+        assert await purger.purge_inbox_once() == 0
+        assert ages(sync_db) == [(HANDLER, 3)]
+    finally:
+        await purger.aclose()
+
+
+async def test_the_running_purger_purges_the_inbox_on_its_own_while_active(
+    sync_db: Engine, relay_db: AsyncEngine
+) -> None:
+    """``run`` purges on its interval, only while ``active()`` (the relay holds slot 0)."""
+    add_rows(sync_db, 5, timedelta(seconds=30))
+    active = False
+    purger = Purger(
+        relay_db,
+        RelaySettings(retention_seconds=3600),
+        inbox=InboxSettings(retention_seconds=2.0),
+        active=lambda: active,
+    )
+    try:
+        async with anyio.create_task_group() as group:
+            await group.start(purger.run)
+            await anyio.sleep(2.5)  # at least two passes fell due while inactive
+            assert ages(sync_db) == [(HANDLER, 5)]
+            active = True
+            with anyio.fail_after(30):
+                while ages(sync_db):  # noqa: ASYNC110 - polls the database, nothing to wait on
+                    await anyio.sleep(0.1)
+            group.cancel_scope.cancel()
+    finally:
+        await purger.aclose()
+
+
+def test_inbox_purge_command_deletes_rows_past_the_window(
+    sync_db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`eventseam inbox purge` uses inbox.retention_seconds, or --older-than, and says how many."""
+    add_rows(sync_db, 7, timedelta(days=10))
+    add_rows(sync_db, 2, timedelta(days=3))
+    url = sync_db.url.render_as_string(hide_password=False)
+    monkeypatch.setenv("EVENTSEAM_DATABASE_URL", url)
+    monkeypatch.setenv("EVENTSEAM_INBOX__RETENTION_SECONDS", str(7 * 86_400))
+    result = CliRunner().invoke(main, ["inbox", "purge", "--batch", "3"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("7 inbox rows processed before ")
+    assert ages(sync_db) == [(HANDLER, 2)]
+    result = CliRunner().invoke(main, ["inbox", "purge", "--url", url, "--older-than", "2d"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("2 inbox rows")
+    assert ages(sync_db) == []
+
+
+def test_inbox_purge_command_rejects_a_bad_time() -> None:
+    """A value that is neither a duration nor an ISO time is a usage error (exit 2) naming both."""
+    result = CliRunner().invoke(main, ["inbox", "purge", "--older-than", "last week"])
+    assert result.exit_code == 2
+    assert "neither an ISO 8601 time" in result.output
