@@ -6,24 +6,22 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import pytest
-from sqlalchemy import Engine, create_engine, event, select, update
+from sqlalchemy import Engine, event, select, update
 
 from engine.codec import EncodedEvent, encode
 from engine.events import DomainEvent
 from engine.modes import Mode
 from engine.settings import RelaySettings
-from outbox.claim import Claims, async_database_url, create_relay_engine
+from outbox.claim import Claims, async_database_url
 from outbox.errors import RowNotFoundError
 from outbox.lease_table import relay_lease as relay_lease
 from outbox.murmur2 import key_hash
 from outbox.parked import discard_parked, list_parked, retry_all_parked, retry_parked
 from outbox.retention import Purger
-from outbox.table import Status, metadata, outbox
+from outbox.table import Status, outbox
 from outbox.writer import write
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
-
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 pytestmark = pytest.mark.anyio
@@ -53,23 +51,6 @@ def statuses(engine: Engine) -> list[tuple[int, str, int]]:
     with engine.connect() as connection:
         query = select(outbox.c.seq, outbox.c.status, outbox.c.attempts).order_by(outbox.c.seq)
         return [(row.seq, row.status, row.attempts) for row in connection.execute(query)]
-
-
-@pytest.fixture
-def sync_db(database_url: str) -> Iterator[Engine]:
-    """A sync engine with the eventseam tables."""
-    engine = create_engine(database_url)
-    metadata.create_all(engine)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-async def relay_db(sync_db: Engine) -> AsyncIterator[AsyncEngine]:
-    """The relay's async engine on the same database."""
-    engine = create_relay_engine(sync_db.url.render_as_string(hide_password=False))
-    yield engine
-    await engine.dispose()
 
 
 def test_async_database_url_picks_async_drivers() -> None:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import create_engine, text
 
 from engine.codec import encode
 from engine.events import DomainEvent
@@ -20,8 +20,6 @@ from outbox.table import metadata
 from outbox.writer import write
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
-
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 pytestmark = pytest.mark.anyio
@@ -31,24 +29,6 @@ SLOTS = 16
 
 class PingSent(DomainEvent, name="tests.leases.PingSent", version=1):
     """An event for wake-up tests."""
-
-
-@pytest.fixture
-def sync_db(database_url: str) -> Iterator[Engine]:
-    """A sync engine with the eventseam tables (and the NOTIFY trigger on PostgreSQL)."""
-    engine = create_engine(database_url)
-    metadata.create_all(engine)
-    install_notify_trigger(engine)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-async def relay_db(sync_db: Engine) -> AsyncIterator[AsyncEngine]:
-    """The relay's async engine on the same database."""
-    engine = create_relay_engine(sync_db.url.render_as_string(hide_password=False))
-    yield engine
-    await engine.dispose()
 
 
 def test_fair_share_splits_every_slot() -> None:

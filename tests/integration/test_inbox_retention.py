@@ -9,40 +9,19 @@ from typing import TYPE_CHECKING
 import anyio
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import Engine, create_engine, event, func, insert, select
+from sqlalchemy import Engine, event, func, insert, select
 
 from engine.cli import main
 from engine.settings import InboxSettings, RelaySettings
-from outbox.claim import create_relay_engine
 from outbox.inbox_table import inbox
 from outbox.retention import Purger
-from outbox.table import metadata
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
-
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 pytestmark = pytest.mark.anyio
 
 HANDLER = "ledger.book_sale"
-
-
-@pytest.fixture
-def sync_db(database_url: str) -> Iterator[Engine]:
-    """A sync engine with the eventseam tables."""
-    engine = create_engine(database_url)
-    metadata.create_all(engine)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-async def relay_db(sync_db: Engine) -> AsyncIterator[AsyncEngine]:
-    """The relay's async engine on the same database."""
-    engine = create_relay_engine(sync_db.url.render_as_string(hide_password=False))
-    yield engine
-    await engine.dispose()
 
 
 def add_rows(engine: Engine, count: int, age: timedelta, handler: str = HANDLER) -> None:
