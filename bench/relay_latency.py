@@ -1,7 +1,7 @@
 """Commit -> consumed latency through the outbox relay at a steady 1,000 events/s (PostgreSQL).
 
     .venv/bin/python -m bench.relay_latency [--rate 1000] [--seconds 20] [--warmup 2] [--reps 3]
-        [--modes notify,poll-100ms,poll-10ms] [--out bench/results]
+        [--modes notify,notify-linger10,poll-100ms,poll-10ms,kafka-only] [--out bench/results]
 
 One run: the bundled broker (or ``EVENTSEAM_BENCH_KAFKA``) and a fresh PostgreSQL database with
 the shipped migrations. For each repetition, each mode (in a fresh shuffled order), four
@@ -18,6 +18,8 @@ processes on this machine (one clock, ``time.time_ns``):
     the orchestrator, idle meanwhile.
 
 Modes: ``notify``: the NOTIFY trigger installed, poll_interval at its default (0.1 s);
+``notify-linger10``: the same with KafkaSettings.linger_ms = 10 instead of its default 5 (fewer,
+larger batches for the broker, a longer wait in the relay);
 ``poll-100ms`` / ``poll-10ms``: the trigger dropped (no NOTIFY at all), poll_interval 0.1 s /
 0.01 s. Latency = consumer receive time - producer commit-return time, per event, joined by
 event id; the first ``--warmup`` seconds of events are left out. Also reported from the record
@@ -76,7 +78,15 @@ from outbox.relay import Relay
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-MODES: Final = {"notify": 0.1, "poll-100ms": 0.1, "poll-10ms": 0.01, "kafka-only": 0.0}
+MODES: Final = {
+    "notify": 0.1,
+    "notify-linger10": 0.1,
+    "poll-100ms": 0.1,
+    "poll-10ms": 0.01,
+    "kafka-only": 0.0,
+}
+#: The relay's KafkaSettings.linger_ms per mode (the setting's default where absent).
+LINGER_MS: Final = {"notify-linger10": 10}
 TARGET_P99_MS: Final = 25.0
 FETCH_MAX_WAIT_MS: Final = 10
 PERCENTILES: Final = (50, 90, 99, 99.9)
@@ -111,9 +121,12 @@ def quiet_logs() -> None:
 
 def settings_for(args: argparse.Namespace, poll_interval: float) -> EventSeamSettings:
     """Settings shared by the producer and the relay of one run."""
+    kafka = kafka_settings(args.bootstrap)
+    if args.linger_ms is not None:
+        kafka = kafka.model_copy(update={"linger_ms": args.linger_ms})
     return EventSeamSettings(
         database_url=args.database,
-        kafka=kafka_settings(args.bootstrap),
+        kafka=kafka,
         relay=RelaySettings(topic_prefix=args.prefix, poll_interval=poll_interval),
         contexts={CONTEXT: Mode.BROKER},
         topics={CONTEXT: TopicSettings(partitions=args.partitions)},
@@ -312,7 +325,7 @@ def prepare(engine: Engine, mode: str) -> None:
         connection.execute(text("UPDATE eventseam_relay_lease SET owner = NULL, expires_at = 0"))
         connection.execute(text("DELETE FROM eventseam_relay_member"))
         connection.execute(text(DROP_TRIGGER))
-    if mode == "notify":
+    if mode.startswith("notify"):
         install_notify_trigger(engine)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         connection.execute(text("VACUUM ANALYZE eventseam_outbox"))
@@ -326,7 +339,10 @@ def one_run(args: argparse.Namespace, engine: Engine, mode: str, workdir: Path) 
     anyio.run(create_topic, args.bootstrap, args.topic, args.partitions)
     files = {name: workdir / f"{name}.json" for name in ("producer", "relay", "consumer")}
     kafka_only = mode == "kafka-only"
-    relay = None if kafka_only else spawn("relay", args, files["relay"], poll_interval=MODES[mode])
+    relay = None
+    if not kafka_only:
+        lingers = {"linger_ms": LINGER_MS[mode]} if mode in LINGER_MS else {}
+        relay = spawn("relay", args, files["relay"], poll_interval=MODES[mode], **lingers)
     consumer = spawn("consumer", args, files["consumer"])
     try:
         if relay is not None:
@@ -471,7 +487,7 @@ def render(result: dict[str, Any]) -> str:
             for s in ("p50", "p90", "p99", "p99.9", "max")
         ]
         verdict = ""
-        if mode == "notify":
+        if mode.startswith("notify"):
             verdict = "met" if lat["p99"]["median"] <= TARGET_P99_MS else "NOT met"
             if row["achieved_rate"] < 0.95 * result["rate"]:
                 verdict += " (producer below the target rate: machine overloaded)"
@@ -537,6 +553,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--prefix", help=argparse.SUPPRESS)
     parser.add_argument("--topic", help=argparse.SUPPRESS)
     parser.add_argument("--poll-interval", type=float, default=0.1, help=argparse.SUPPRESS)
+    parser.add_argument("--linger-ms", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.modes = [m for m in args.modes.split(",") if m]
