@@ -11,8 +11,6 @@ gauges every ``metrics.OUTBOX_INTERVAL`` seconds.
 from __future__ import annotations
 
 import functools
-import signal
-from typing import TYPE_CHECKING
 
 import anyio
 import click
@@ -22,13 +20,11 @@ from pydantic import ValidationError
 from engine import metrics
 from engine.cli.logging import configure_logging
 from engine.cli.options import logging_options, metrics_options, serve_metrics
+from engine.cli.signals import stop_on_signals
 from engine.settings import EventSeamSettings, load_settings
 from outbox import migrate
 from outbox.errors import KafkaSecurityError, SchemaOutOfDateError
 from outbox.kafka_security import first_security_error
-
-if TYPE_CHECKING:
-    from outbox.relay import Relay
 
 log = structlog.get_logger(__name__)
 
@@ -149,21 +145,8 @@ async def serve(settings: EventSeamSettings, *, sample_outbox: bool = False) -> 
     relay = Relay(settings)
     tune_for_relay()  # this process runs the relay only
     async with anyio.create_task_group() as group:
-        group.start_soon(_stop_on_signals, relay, group.cancel_scope)
+        await group.start(stop_on_signals, relay.stop, group.cancel_scope, "relay_stopping")
         if sample_outbox:
             group.start_soon(functools.partial(metrics.sample_outbox, settings.database_url))
         await relay.run()
         group.cancel_scope.cancel()
-
-
-async def _stop_on_signals(relay: Relay, scope: anyio.CancelScope) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        stopping = False
-        async for signum in signals:
-            if stopping:
-                log.warning("relay_stopping_now", signal=signal.Signals(signum).name)
-                scope.cancel()
-                return
-            stopping = True
-            log.info("relay_stopping", signal=signal.Signals(signum).name)
-            relay.stop()

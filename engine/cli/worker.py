@@ -23,7 +23,6 @@ handler's group per partition.
 
 from __future__ import annotations
 
-import signal
 import sys
 from typing import TYPE_CHECKING, NoReturn
 
@@ -35,6 +34,7 @@ from sqlalchemy import Engine
 from engine.cli import app_loader
 from engine.cli.logging import configure_logging
 from engine.cli.options import logging_options, metrics_options, serve_metrics
+from engine.cli.signals import stop_on_signals
 from engine.contexts import ContextMap
 from engine.errors import SettingsError, UnknownContextError
 from engine.modes import Mode
@@ -150,23 +150,9 @@ def check_schema(seam: RunnerHost) -> None:
 async def serve(runner: ConsumerRunner) -> None:
     """Run ``runner`` until a signal stops it."""
     async with anyio.create_task_group() as group:
-        group.start_soon(_stop_on_signals, runner, group.cancel_scope)
+        await group.start(stop_on_signals, runner.stop, group.cancel_scope, "worker.stopping")
         await runner.run()
         group.cancel_scope.cancel()
-
-
-async def _stop_on_signals(runner: ConsumerRunner, scope: anyio.CancelScope) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        stopping = False
-        async for signum in signals:
-            name = signal.Signals(signum).name
-            if stopping:
-                log.warning("worker.stopping_now", signal=name)
-                scope.cancel()
-                return
-            stopping = True
-            log.info("worker.stopping", signal=name)
-            runner.stop()
 
 
 def _fail(message: str, code: int = USAGE_EXIT) -> NoReturn:
