@@ -1,8 +1,8 @@
 """Consumer-runner throughput (no-op handler, inbox on PostgreSQL) against raw aiokafka ``getmany``.
 
     .venv/bin/python -m bench.consumer_runner [--events 50000] [--partitions 6] [--reps 3]
-                                              [--max-poll-records 500] [--out bench/results]
-                                              [--gc-freeze]
+                                              [--max-poll-records 500] [--max-batch-records N]
+                                              [--out bench/results] [--gc-freeze]
 
 One run: the bundled broker (or ``EVENTSEAM_BENCH_KAFKA``), one topic of ``--partitions``
 partitions filled once with ``--events`` records encoded by engine.codec (~200 B each: key,
@@ -14,7 +14,8 @@ reads every record:
     runner   ConsumerRunner with one sync no-op handler: decode + validate, inbox claim_many
              + handler calls on PostgreSQL in one transaction per batch, offset commit per batch
 
-Both use fetch_max_wait_ms=100 and max_poll_records=M; with ``--gc-freeze`` both
+Both use fetch_max_wait_ms=100 and max_poll_records=M; the runner applies up to
+``--max-batch-records`` (default: ConsumerSettings' default) per transaction (group commit). With ``--gc-freeze`` both
 ``gc.freeze()`` their startup heap as ``eventseam worker`` does (the default leaves the collector
 as a bare script has it, like the figures recorded before). The phases themselves are in
 bench.consumer_runner_phases. The clock starts when the first records
@@ -50,7 +51,7 @@ from sqlalchemy import create_engine
 from bench.consumer_runner_phases import FETCH_MAX_WAIT_MS, MeterRead, run_phase
 from bench.stack import bootstrap_servers, fresh_database
 from engine.codec import encode
-from engine.settings import KafkaSettings
+from engine.settings import ConsumerSettings, KafkaSettings
 from outbox.inbox_table import inbox
 from outbox.kafka import KafkaTopicAdmin
 from outbox.table import metadata
@@ -118,6 +119,11 @@ def spawn(
         "--max-poll-records",
         str(arguments.max_poll_records),
         *(["--gc-freeze"] if arguments.gc_freeze else []),
+        *(
+            ["--max-batch-records", str(arguments.max_batch_records)]
+            if arguments.max_batch_records
+            else []
+        ),
     ]
     done = subprocess.run(
         command,
@@ -164,6 +170,7 @@ def measure(arguments: argparse.Namespace) -> dict[str, Any]:
         "events": arguments.events,
         "partitions": arguments.partitions,
         "max_poll_records": arguments.max_poll_records,
+        "max_batch_records": arguments.max_batch_records or ConsumerSettings().max_batch_records,
         "gc_freeze": arguments.gc_freeze,
         "record_bytes": size,
         "runs": runs,
@@ -196,7 +203,8 @@ def report(result: dict[str, Any], command: str) -> str:
         f"load average at the end {load}), Python {platform.python_version()}, bundled Tansu broker, "
         "PostgreSQL inbox (local server).",
         f"{result['events']} records of {result['record_bytes']} B on {result['partitions']} partitions; "
-        f"max_poll_records={result['max_poll_records']}, fetch_max_wait_ms={FETCH_MAX_WAIT_MS}; "
+        f"max_poll_records={result['max_poll_records']}, fetch_max_wait_ms={FETCH_MAX_WAIT_MS}, "
+        f"runner max_batch_records={result['max_batch_records']}; "
         f"{len(result['runs']['raw'])} alternating repetitions, each phase in a process of its own"
         + (
             "; both call gc.freeze() after startup, as `eventseam worker` does."
@@ -232,6 +240,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--max-poll-records", type=int, default=500)
+    parser.add_argument(
+        "--max-batch-records",
+        type=int,
+        default=0,
+        help="the runner's ConsumerSettings.max_batch_records (0: the setting's default)",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument(
         "--gc-freeze",

@@ -130,7 +130,12 @@ class _TimedConsumer(KafkaConsumer):
 
 
 async def runner_phase(
-    bootstrap: str, prefix: str, database_url: str, events: int, max_records: int
+    bootstrap: str,
+    prefix: str,
+    database_url: str,
+    events: int,
+    max_records: int,
+    max_batch_records: int = 0,
 ) -> tuple[float, float]:
     """Events per second and per CPU second of a ConsumerRunner (no-op handler, PostgreSQL inbox)."""
     engine = create_engine(database_url)
@@ -145,6 +150,7 @@ async def runner_phase(
         group_prefix=f"bench-runner-{uuid.uuid4().hex[:8]}.",
         fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         max_poll_records=max_records,
+        **({"max_batch_records": max_batch_records} if max_batch_records else {}),
     )
     clock = _Clock(events)
 
@@ -193,6 +199,7 @@ def run_phase(arguments: argparse.Namespace) -> None:
             arguments.database,
             arguments.events,
             arguments.max_poll_records,
+            arguments.max_batch_records,
         )
     result = {"events_per_s": rate, "events_per_cpu_s": cpu_rate, "peak_rss_mib": peak_rss_mib()}
     print(json.dumps(result))

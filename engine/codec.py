@@ -148,21 +148,20 @@ def decode_headers(blob: bytes) -> Headers:
 
 
 def _header_map(headers: Any) -> dict[str, bytes]:
-    """Header name -> value as bytes; the last of repeated names wins, a null value is empty."""
+    """Header name -> value as bytes; the last of repeated names wins, a null value is empty.
+
+    DecodeError (bad-header) when ``headers`` is not a sequence of (name, bytes-like) pairs.
+    """
     result: dict[str, bytes] = {}
-    for item in headers or ():
-        name, raw = item
-        result[str(name)] = bytes(raw) if raw is not None else b""
+    try:
+        for item in headers or ():
+            name, raw = item
+            result[str(name)] = bytes(raw) if raw is not None else b""
+    except (TypeError, ValueError) as exc:
+        raise DecodeError("bad-header", f"headers are not (name, value) pairs: {exc}") from exc
     return result
 
 
-#: Envelope fields read from optional headers, with the header each comes from.
-_OPTIONAL_ENVELOPE: Final = (
-    ("source", "ce_source"),
-    ("correlation_id", "ce_correlationid"),
-    ("causation_id", "ce_causationid"),
-    ("traceparent", "traceparent"),
-)
 _EMPTY: Final = b""
 
 
@@ -200,10 +199,12 @@ def _decode(
     registry: EventRegistry, key: bytes | None, value: bytes | None, found: dict[str, bytes]
 ) -> DomainEvent:
     """``decode`` on a header map."""
+    get = found.get
     try:
         event_type = _required(found, "ce_type")
         event_id = _required(found, "ce_id")
-        version = int(found.get("ce_dataversion", b"1").decode())
+        raw_version = get("ce_dataversion")
+        version = 1 if raw_version is None else int(raw_version.decode())
     except DecodeError:
         raise
     except (UnicodeDecodeError, ValueError) as exc:
@@ -216,17 +217,10 @@ def _decode(
         ) from exc
     if not isinstance(data, dict):
         raise DecodeError("bad-json", f"value of {event_type} {event_id} is not a JSON object")
-    try:
-        event_class, data = registry.upcast(event_type, version, data)
-    except UnknownEventError as exc:
-        reason = (
-            "unknown-version"
-            if event_type in {e.event_name for e in registry.events()}
-            else "unknown-type"
-        )
-        raise DecodeError(reason, str(exc)) from exc
-    except UpcastError as exc:
-        raise DecodeError("unknown-version", str(exc)) from exc
+    try:  # a registered version needs no upcast (and no copy of ``data``)
+        event_class = registry.resolve(event_type, version)
+    except UnknownEventError:
+        event_class, data = _upcast(registry, event_type, version, data)
     known = event_class.__pydantic_fields__
     if not data.keys() <= known.keys():  # open for readers: drop what this version lacks
         data = {name: value for name, value in data.items() if name in known}
@@ -236,14 +230,49 @@ def _decode(
         except CiphertextError as exc:
             raise DecodeError("bad-personal-data", f"{event_type} {event_id}: {exc}") from exc
     data["event_id"] = event_id
-    occurred_at = found.get("ce_time", _EMPTY).decode()
-    if occurred_at:
-        data["occurred_at"] = occurred_at
-    data["aggregate_id"] = (key or _EMPTY).decode() or found.get("ce_subject", _EMPTY).decode()
-    for field, name in _OPTIONAL_ENVELOPE:
-        data[field] = found.get(name, _EMPTY).decode() or None
+    try:
+        _envelope(data, key, found)
+    except UnicodeDecodeError as exc:
+        raise DecodeError("bad-header", f"unreadable key or CloudEvents header: {exc}") from exc
     try:
         event: DomainEvent = event_class.__pydantic_validator__.validate_python(data)
     except ValidationError as exc:
         raise DecodeError("schema-mismatch", f"{event_type} v{version} {event_id}: {exc}") from exc
     return event
+
+
+def _upcast(
+    registry: EventRegistry, event_type: str, version: int, data: dict[str, Any]
+) -> tuple[type[DomainEvent], dict[str, Any]]:
+    """``registry.upcast``, its errors as DecodeError (unknown-type or unknown-version)."""
+    try:
+        return registry.upcast(event_type, version, data)
+    except UnknownEventError as exc:
+        reason = (
+            "unknown-version"
+            if event_type in {e.event_name for e in registry.events()}
+            else "unknown-type"
+        )
+        raise DecodeError(reason, str(exc)) from exc
+    except UpcastError as exc:
+        raise DecodeError("unknown-version", str(exc)) from exc
+
+
+def _envelope(data: dict[str, Any], key: bytes | None, found: dict[str, bytes]) -> None:
+    """Set the envelope fields but ``event_id`` from the key and the headers (strict UTF-8).
+
+    An empty header counts as absent; a missing ``ce_time`` leaves ``occurred_at`` unset.
+    """
+    get = found.get
+    occurred_at = get("ce_time")
+    if occurred_at:
+        data["occurred_at"] = occurred_at.decode()
+    data["aggregate_id"] = (key.decode() if key else "") or get("ce_subject", _EMPTY).decode()
+    source = get("ce_source")
+    data["source"] = source.decode() if source else None
+    correlation = get("ce_correlationid")
+    data["correlation_id"] = correlation.decode() if correlation else None
+    causation = get("ce_causationid")
+    data["causation_id"] = causation.decode() if causation else None
+    traceparent = get("traceparent")
+    data["traceparent"] = traceparent.decode() if traceparent else None

@@ -12,10 +12,13 @@ Contract:
   name: renaming a function never resets offsets). It reads the topics (outbox.topics naming)
   of the contexts owning the event types the handler subscribes to. The runner creates those
   topics explicitly when it starts, and each dead-letter topic before its first record.
-* Each fetched batch (at most ``max_poll_records``) is decoded (engine.codec: upcast and
-  validated). Records of types the handler does not subscribe to are passed over; malformed ones
-  go to the dead-letter topic with their DecodeError reason at once, never to the handler.
-* The batch is applied in ONE transaction: ``inbox.claim_many`` (one statement on PostgreSQL),
+* Each fetched batch (at most ``max_poll_records``) is decoded (engine.batch_decode: one
+  validation per event class, record by record exactly what engine.codec.decode gives: upcast
+  and validated). Records of types the handler does not subscribe to are passed over; malformed
+  ones go to the dead-letter topic with their DecodeError reason at once, never to the handler.
+* Group commit: decoded batches queue while a transaction runs, and the next transaction takes
+  every batch queued (up to ``max_batch_records`` records and ``max_batch_bytes`` value bytes).
+  It is applied in ONE transaction: ``inbox.claim_many`` (one statement on PostgreSQL),
   the handler for each claimed event (its ``ctx.session`` writes and ``ctx.publish`` follow-ups
   join that transaction), commit. Events already in the inbox are skipped, so a redelivery is
   never applied twice. When anything fails the transaction rolls back and the events up to the
@@ -30,15 +33,17 @@ Contract:
   yet applied, skipped or dead-lettered; after every batch, when partitions are revoked (the
   rebalance waits for the batch in hand; batches fetched before it are dropped and re-fetched)
   and at stop.
-* Backpressure: the next batch is fetched and decoded while the current one is applied, and no
-  further: at most two batches per handler are in memory besides aiokafka's bounded prefetch.
+* Backpressure: fetching and decoding go on while a transaction is applied, until the records
+  queued reach ``max_batch_records`` or ``max_batch_bytes`` (engine.apply_queue): per handler at
+  most that many plus one fetch wait decoded, besides the transaction in hand and aiokafka's
+  bounded prefetch.
 * ``lag()`` is per handler and partition: the last fetch's highwater minus the next offset to
   handle (the bundled broker's ``end_offsets`` cannot be trusted).
 * Handlers run in worker threads (sync ones there, async ones back on the event loop) with the
   structlog contextvars event_id, event_type, context, correlation_id, handler and attempt bound.
 * Broker and database failures never end ``run``: they are logged, backed off and retried.
 
-Each handler's loop is engine.handler_worker.HandlerWorker; its database side (inbox and
+Each handler's loops are engine.handler_worker.HandlerWorker; its database side (inbox and
 transactions, in worker threads) is engine.inbox_apply.InboxApplier.
 """
 

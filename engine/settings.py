@@ -142,8 +142,19 @@ class ConsumerSettings(_Section):
     fetch_max_wait_ms: int = Field(
         100, ge=1, description="the bundled broker holds every fetch this long"
     )
-    max_poll_records: int = Field(
-        500, ge=1, description="records handled per batch (one transaction)"
+    max_poll_records: int = Field(500, ge=1, description="records per fetch")
+    max_batch_records: int = Field(
+        2_000,
+        ge=1,
+        description="records applied in one transaction at most: records fetched while a"
+        " transaction runs join the next one (group commit), and at most this many (plus one"
+        " fetch) wait decoded",
+    )
+    max_batch_bytes: int = Field(
+        8 * 1_048_576,
+        ge=1_024,
+        description="record value bytes in one transaction, and waiting decoded, at most"
+        " (a single larger fetch still goes)",
     )
     max_partition_fetch_bytes: int = Field(1_048_576, ge=1_024)
     fetch_max_bytes: int = Field(16 * 1_048_576, ge=1_024)

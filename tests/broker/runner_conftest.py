@@ -156,6 +156,8 @@ def consumer_settings(prefix: str, **overrides: Any) -> ConsumerSettings:
         "heartbeat_interval_ms": 1000,
         "fetch_max_wait_ms": 20,
         "max_poll_records": 50,
+        # two fetches per transaction at most: kills and rebalances land between transactions
+        "max_batch_records": 100,
         **overrides,
     }
     return ConsumerSettings(**values)

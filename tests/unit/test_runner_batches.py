@@ -270,7 +270,8 @@ async def test_redelivered_records_are_skipped(engine: Engine) -> None:
         FakeRecord(r.topic, r.partition, r.offset + 2, r.key, r.value, r.headers) for r in batch
     ]
     async with running(engine, [batch, again]) as (runner, consumer, _):
-        await settle(lambda: len(consumer.commits) == 2)
+        # one transaction or two (group commit may join the fetches): the same outcome
+        await settle(lambda: consumer.commits and consumer.commits[-1] == {(TOPIC, 0): 4})
         stats = runner.stats()["wheel.count_spoke"]
     assert (stats.applied, stats.skipped) == (2, 2)
     assert handled == [(0, 1), (1, 1)]
