@@ -15,13 +15,19 @@ A record is ``key`` (the aggregate id, UTF-8), ``value`` (the event's own data a
     traceparent     when set (W3C trace context)
 
 The outbox stores exactly these bytes, encoded once at write time, so the relay never re-encodes.
+
+Encoding runs in every publishing transaction (bench/outbox_write.py), so it is built for speed:
+the value comes from pydantic-core's JSON serializer when that gives json's bytes (see
+``_serializes_like_json``), and the stored form of the headers (``encode_headers``) is written
+in the same pass from per-class and per-source parts (``EncodedEvent.stored_headers``).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import json.encoder
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import ValidationError
@@ -35,6 +41,7 @@ from .errors import (
     UnknownEventError,
     UpcastError,
 )
+from .events import ENVELOPE_FIELDS
 from .personal_data import has_plaintext, parse_sealed
 
 if TYPE_CHECKING:
@@ -69,11 +76,20 @@ class EncodedEvent:
     key: bytes
     value: bytes
     headers: Headers
+    #: ``encode_headers(headers)``, when ``encode`` built it (None: ``headers_blob`` computes it).
+    #: Not an ``__init__`` argument: a copy made with ``dataclasses.replace`` (other headers,
+    #: say) starts without it, so the blob never disagrees with ``headers``.
+    stored_headers: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def size(self) -> int:
         """Bytes this record takes on the wire (key + value + headers)."""
         return len(self.key) + len(self.value) + sum(len(k) + len(v) for k, v in self.headers)
+
+    def headers_blob(self) -> bytes:
+        """The headers as the outbox stores them: exactly ``encode_headers(self.headers)``."""
+        blob = self.stored_headers
+        return blob if blob is not None else encode_headers(self.headers)
 
 
 def encode(
@@ -88,48 +104,139 @@ def encode(
     ``event.data()`` as the value: the sealed data of an event with personal-data fields
     (engine.crypto_events). Without it such an event raises PersonalDataError while a personal
     field holds plaintext, so plaintext never reaches the outbox, Kafka or a dead-letter store.
+    The record's ``stored_headers`` is set (``encode_headers`` of its headers).
     """
+    kind = type(event)
     if data is None:
-        if type(event).personal_fields and has_plaintext(event):
+        if kind.personal_fields and has_plaintext(event):
             raise PersonalDataError(
                 f"{event.event_name} has personal-data fields: publish it through EventSeam "
                 "(which seals them) or encode it with engine.crypto_events.encode_sealed",
                 event_type=event.event_name,
             )
-        data = event.data()
-    value = _PAYLOAD_JSON.encode(data).encode()
-    key = event.aggregate_id.encode()
+        if _serializes_like_json(kind):
+            value = kind.__pydantic_serializer__.to_json(event, exclude=_ENVELOPE)
+        else:
+            value = _PAYLOAD_JSON.encode(event.data()).encode()
+    else:
+        value = _PAYLOAD_JSON.encode(data).encode()
+    aggregate_id = event.aggregate_id
+    key = aggregate_id.encode()
+    event_id = str(event.event_id)
+    occurred = event.occurred_at.isoformat()
+    source = event.source or ""
+    type_bytes, version_bytes, type_part, version_part = _type_parts(kind)
     headers: Headers = [
         ("ce_specversion", b"1.0"),
-        ("ce_id", str(event.event_id).encode()),
-        ("ce_type", event.event_name.encode()),
-        ("ce_source", (event.source or "").encode()),
-        ("ce_time", event.occurred_at.isoformat().encode()),
+        ("ce_id", event_id.encode()),
+        ("ce_type", type_bytes),
+        ("ce_source", source.encode()),
+        ("ce_time", occurred.encode()),
         ("ce_subject", key),
-        ("ce_dataversion", str(event.event_version).encode()),
+        ("ce_dataversion", version_bytes),
         ("content-type", CONTENT_TYPE),
     ]
+    blob = (
+        f'[["ce_specversion","1.0"],["ce_id","{event_id}"],{type_part}'
+        f'["ce_source",{_stored_string(source)}],["ce_time","{occurred}"],'
+        f'["ce_subject",{_stored_string(aggregate_id)}],{version_part}'
+        f'["content-type","{_CONTENT_TYPE_TEXT}"]'
+    )
+    size = len(key) + len(value) + _FIXED_HEADER_BYTES + len(event_id) + len(type_bytes)
+    size += len(headers[3][1]) + len(occurred) + len(key) + len(version_bytes)
+    optional: list[str] = []
     if event.correlation_id is not None:
-        headers.append(("ce_correlationid", str(event.correlation_id).encode()))
+        size += _append(headers, optional, "ce_correlationid", str(event.correlation_id))
     if event.causation_id is not None:
-        headers.append(("ce_causationid", str(event.causation_id).encode()))
+        size += _append(headers, optional, "ce_causationid", str(event.causation_id))
     if event.traceparent:
-        headers.append(("traceparent", event.traceparent.encode()))
+        size += _append(headers, optional, "traceparent", event.traceparent)
+    if size > max_bytes:
+        raise EventTooLargeError(event.event_name, event_id, size, max_bytes)
     record = EncodedEvent(
         event_id=event.event_id,
         event_type=event.event_name,
         version=event.event_version,
-        context=event.source or "",
-        aggregate_id=event.aggregate_id,
+        context=source,
+        aggregate_id=aggregate_id,
         occurred_at=event.occurred_at,
         key=key,
         value=value,
         headers=headers,
     )
-    size = record.size
-    if size > max_bytes:
-        raise EventTooLargeError(event.event_name, str(event.event_id), size, max_bytes)
+    object.__setattr__(record, "stored_headers", f"{blob}{''.join(optional)}]".encode())
     return record
+
+
+#: ``exclude`` of the value: the envelope fields (``DomainEvent.data`` leaves them out too).
+_ENVELOPE: Final = set(ENVELOPE_FIELDS)
+_CONTENT_TYPE_TEXT: Final = CONTENT_TYPE.decode()
+#: Bytes of the headers whose name and value never change (names of the variable ones too).
+_FIXED_HEADER_BYTES: Final = (
+    sum(
+        len(name)
+        for name in ("ce_id", "ce_type", "ce_source", "ce_time", "ce_subject", "ce_dataversion")
+    )
+    + len("ce_specversion")
+    + len(b"1.0")
+    + len("content-type")
+    + len(CONTENT_TYPE)
+)
+
+
+def _append(headers: Headers, stored: list[str], name: str, text: str) -> int:
+    """Add header ``name`` = ``text`` to ``headers`` and its stored form to ``stored``; its size."""
+    raw = text.encode()
+    headers.append((name, raw))
+    stored.append(f',["{name}",{_stored_string(text)}]')
+    return len(name) + len(raw)
+
+
+def _stored_string(text: str) -> str:
+    """The JSON string ``encode_headers`` writes for a header holding ``text.encode()``."""
+    if text.isascii():
+        return _quote(text)
+    return _quote(text.encode().decode("latin-1"))
+
+
+@functools.cache
+def _type_parts(kind: type[DomainEvent]) -> tuple[bytes, bytes, str, str]:
+    """(``ce_type`` value, ``ce_dataversion`` value, and their stored forms) of an event class."""
+    name, version = kind.event_name, str(kind.event_version)
+    return (
+        name.encode(),
+        version.encode(),
+        f'["ce_type",{_stored_string(name)}],',
+        f'["ce_dataversion",{_stored_string(version)}],',
+    )
+
+
+#: Core schema types whose JSON pydantic-core writes differently from ``json`` (NaN, Infinity
+#: and small floats such as 1e-07), or that may hold such values.
+_UNLIKE_JSON: Final = frozenset({"float", "any", "complex", "json-or-python", "custom-error"})
+
+
+@functools.cache
+def _serializes_like_json(kind: type[DomainEvent]) -> bool:
+    """True when pydantic-core's ``to_json`` of ``kind``'s data gives exactly json's bytes.
+
+    ``json`` (with the compact separators, ``ensure_ascii=False``) of ``data()`` is the reference.
+    The two differ only for floats (NaN / Infinity become ``null``; ``1e-07`` becomes ``1e-7``)
+    and for custom serializers, which may return floats: a class whose schema holds any of them
+    keeps the reference path.
+    """
+    return _plain_schema(kind.__pydantic_core_schema__)
+
+
+def _plain_schema(schema: object) -> bool:
+    """True when no part of a core schema is a float, Any, or custom serialization."""
+    if isinstance(schema, dict):
+        if schema.get("type") in _UNLIKE_JSON or "serialization" in schema:
+            return False
+        return all(_plain_schema(value) for value in schema.values())
+    if isinstance(schema, list | tuple):
+        return all(_plain_schema(value) for value in schema)
+    return True
 
 
 def encode_headers(headers: Headers) -> bytes:

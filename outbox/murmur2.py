@@ -7,22 +7,28 @@ relay 23-25 % of its throughput, DESIGN.md).
 
 from __future__ import annotations
 
+import struct
+
 _M = 0x5BD1E995
 _SEED = 0x9747B28C
 _MASK = 0xFFFFFFFF
 
 
 def murmur2(data: bytes) -> int:
-    """32-bit murmur2 of ``data`` as a signed int (the Java client's value)."""
+    """32-bit murmur2 of ``data`` as a signed int (the Java client's value).
+
+    The 4-byte blocks are read in one ``struct.unpack_from`` call (little-endian), about twice
+    as fast as assembling each from single bytes; this runs once per published event.
+    """
     length = len(data)
     h = (_SEED ^ length) & _MASK
-    whole = length & ~3
-    for i in range(0, whole, 4):
-        k = data[i] | (data[i + 1] << 8) | (data[i + 2] << 16) | (data[i + 3] << 24)
-        k = (k * _M) & _MASK
-        k ^= k >> 24
-        k = (k * _M) & _MASK
-        h = ((h * _M) & _MASK) ^ k
+    blocks = length >> 2
+    if blocks:
+        for k in struct.unpack_from(f"<{blocks}I", data):
+            k = (k * _M) & _MASK
+            k ^= k >> 24
+            h = ((h * _M) & _MASK) ^ ((k * _M) & _MASK)
+    whole = blocks << 2
     rest = length & 3
     if rest == 3:
         h ^= data[whole + 2] << 16

@@ -41,7 +41,6 @@ from sqlalchemy import bindparam, insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, scoped_session
 
-from engine.codec import encode_headers
 from engine.modes import Mode
 from engine.unit_of_work import defer_until_commit
 
@@ -143,7 +142,7 @@ def _row(record: EncodedEvent, columns: tuple[str, str]) -> _Row:
         record.event_type,
         record.version,
         record.value,
-        encode_headers(record.headers),
+        record.headers_blob(),
         _key_hash(record.key),
         *columns,
         0,
@@ -169,7 +168,8 @@ def build_rows(
     """One outbox row dict per record (keys: COLUMNS); ``modes`` is one Mode or one per record.
 
     ``status`` is ``local`` for Mode.LOCAL (kept, never relayed) and ``pending`` otherwise;
-    ``headers`` is ``codec.encode_headers(record.headers)``; ``keyhash`` is ``key_hash(key)``.
+    ``headers`` is ``codec.encode_headers(record.headers)`` (``record.headers_blob()``);
+    ``keyhash`` is ``key_hash(key)``.
     """
     return [dict(zip(COLUMNS, row, strict=True)) for row in _rows(records, modes)]
 
