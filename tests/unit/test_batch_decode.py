@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -15,6 +15,7 @@ from engine.codec import decode, encode
 from engine.errors import DecodeError
 from engine.events import DomainEvent
 from engine.registry import EventRegistry
+from tests.unit.fake_records import FakeRecord
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -34,19 +35,6 @@ class DockOpened(DomainEvent, name="batch.DockOpened", version=1):
 
 class GateClosed(DomainEvent, name="batch.GateClosed", version=1):
     gate: int
-
-
-@dataclass(frozen=True)
-class FakeRecord:
-    """A fetched record with aiokafka's attributes (tuple headers, as aiokafka gives them)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Any
-    timestamp: int = 0
 
 
 @pytest.fixture

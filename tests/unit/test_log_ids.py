@@ -28,7 +28,8 @@ from outbox.errors import PermanentPublishError
 from outbox.lanes import Dispatcher
 from outbox.parked import Failures
 from outbox.table import Status, metadata
-from tests.unit.test_runner_batches import FakeConsumer, FakePublisher, FakeRecord
+from tests.unit.fake_records import FakeRecord
+from tests.unit.test_runner_batches import FakeConsumer, FakePublisher
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, MutableMapping, Sequence

@@ -23,6 +23,7 @@ from engine.seam import EventSeam
 from engine.settings import ConsumerSettings, EventSeamSettings, RelaySettings
 from outbox.inbox_table import inbox
 from outbox.table import metadata
+from tests.unit.fake_records import FakeRecord
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -57,19 +58,6 @@ def count_spoke(event: SpokeTurned, ctx: HandlerContext) -> None:
         FAILED[event.n] += 1
         raise ValueError(f"spoke {event.n} slipped")
     handled.append((event.n, ctx.attempt))
-
-
-@dataclass(frozen=True)
-class FakeRecord:
-    """A fetched record."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]]
-    timestamp: int = 0
 
 
 @dataclass

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 from pydantic import ValidationError
 
@@ -17,20 +15,7 @@ from engine.dead_letter_topic import (
 )
 from engine.errors import DecodeError, SettingsError
 from engine.settings import ConsumerSettings, load_settings
-
-
-@dataclass(frozen=True)
-class FakeRecord:
-    """A fetched record."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]]
-    timestamp: int = 1_700_000_000_000
-
+from tests.unit.fake_records import FakeRecord
 
 RECORD = FakeRecord(
     "eventseam.orders",

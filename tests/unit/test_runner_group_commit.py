@@ -25,11 +25,11 @@ from engine.seam import EventSeam
 from engine.settings import ConsumerSettings, EventSeamSettings, RelaySettings
 from outbox.inbox_table import inbox
 from outbox.table import metadata
+from tests.unit.fake_records import FakeRecord
 from tests.unit.test_runner_batches import (
     TOPIC,
     FakeConsumer,
     FakePublisher,
-    FakeRecord,
     settle,
 )
 
