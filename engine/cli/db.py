@@ -8,30 +8,12 @@ Exit status: 0 on success, 1 when the migration fails (the message says why).
 from __future__ import annotations
 
 import click
-from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from engine.settings import load_settings
+from engine.cli.options import database_url, url_option
 from outbox import migrate
 from outbox.errors import MigrationError
-
-url_option = click.option(
-    "--url",
-    metavar="URL",
-    default=None,
-    help="SQLAlchemy URL of the database (default: the database_url setting).",
-)
-
-
-def _database_url(url: str | None) -> str:
-    """``url``, or the database_url setting; a ClickException when settings do not validate."""
-    if url:
-        return url
-    try:
-        return load_settings().database_url
-    except ValidationError as exc:
-        raise click.ClickException(f"invalid eventseam settings: {exc}") from exc
 
 
 def _shown(url: str) -> str:
@@ -52,7 +34,7 @@ def db() -> None:
 @click.argument("revision", default="head")
 def upgrade(url: str | None, revision: str) -> None:
     """Upgrade the schema to REVISION (default: head, the newest)."""
-    database = _database_url(url)
+    database = database_url(url)
     try:
         migrate.upgrade(database, revision)
         now = migrate.current(database)
@@ -65,7 +47,7 @@ def upgrade(url: str | None, revision: str) -> None:
 @url_option
 def current(url: str | None) -> None:
     """Print the schema's current revision and the newest one shipped."""
-    database = _database_url(url)
+    database = database_url(url)
     try:
         now = migrate.current(database)
         newest = migrate.head()
@@ -86,7 +68,7 @@ def current(url: str | None) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def downgrade(url: str | None, revision: str, yes: bool) -> None:
     """Downgrade the schema to REVISION (``base`` drops every eventseam table and its rows)."""
-    database = _database_url(url)
+    database = database_url(url)
     if not yes:
         click.confirm(
             f"Downgrade {_shown(database)} to {revision}? Dropped tables lose their rows, "

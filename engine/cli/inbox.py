@@ -15,12 +15,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import click
-from pydantic import ValidationError
 from sqlalchemy import create_engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from engine import inbox as inbox_rows
-from engine.settings import load_settings
+from engine.cli.options import settings_or_fail, url_option
 
 from .since import since_callback
 
@@ -31,9 +30,7 @@ def inbox() -> None:
 
 
 @inbox.command()
-@click.option(
-    "--url", metavar="URL", default=None, help="SQLAlchemy URL (default: the database_url setting)."
-)
+@url_option
 @click.option(
     "--older-than",
     "cutoff",
@@ -45,10 +42,7 @@ def inbox() -> None:
 @click.option("--batch", type=click.IntRange(min=1), default=None, help="Rows per statement.")
 def purge(url: str | None, cutoff: datetime | None, batch: int | None) -> None:
     """Delete inbox rows processed before the retention window; print how many."""
-    try:
-        settings = load_settings()
-    except ValidationError as exc:
-        raise click.ClickException(f"invalid eventseam settings: {exc}") from exc
+    settings = settings_or_fail()
     now = datetime.now(UTC)
     if cutoff is None:
         cutoff = now - timedelta(seconds=settings.inbox.retention_seconds)

@@ -1,7 +1,9 @@
-"""The options every long-running command takes (``eventseam relay``, ``eventseam worker``).
+"""Options and settings shared by the commands.
 
 ``--log-level`` and ``--json-logs`` (engine.cli.logging configures structlog with them), and
-``--metrics-port`` and ``--metrics-addr`` (engine.metrics serves Prometheus metrics there).
+``--metrics-port`` and ``--metrics-addr`` (engine.metrics serves Prometheus metrics there), which
+every long-running command takes (``eventseam relay``, ``eventseam worker``); ``--url`` and the
+settings as the database commands read them (``db``, ``outbox``, ``inbox``).
 """
 
 from __future__ import annotations
@@ -9,9 +11,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final, TypeVar
 
 import click
+from pydantic import ValidationError
 
 from engine import metrics
 from engine.errors import SettingsError
+from engine.settings import EventSeamSettings, load_settings
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -20,6 +24,28 @@ _F = TypeVar("_F", bound="Callable[..., object]")
 
 LEVELS: Final = ("debug", "info", "warning", "error")
 METRICS_HELP: Final = "Serve Prometheus metrics on this port (/metrics)."
+
+
+#: ``--url URL``: the database a command works on (default: the database_url setting).
+url_option = click.option(
+    "--url",
+    metavar="URL",
+    default=None,
+    help="SQLAlchemy URL of the database (default: the database_url setting).",
+)
+
+
+def settings_or_fail() -> EventSeamSettings:
+    """The eventseam settings; a ClickException (exit status 1) when they do not validate."""
+    try:
+        return load_settings()
+    except ValidationError as exc:
+        raise click.ClickException(f"invalid eventseam settings: {exc}") from exc
+
+
+def database_url(url: str | None) -> str:
+    """``url``, or the database_url setting (``settings_or_fail``)."""
+    return url or settings_or_fail().database_url
 
 
 def logging_options(command: _F) -> _F:

@@ -15,11 +15,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import click
-from pydantic import ValidationError
 from sqlalchemy import create_engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from engine.settings import load_settings
+from engine.cli.options import database_url, url_option
 from outbox import parked as parked_rows
 from outbox.errors import RowNotFoundError
 
@@ -28,18 +27,9 @@ if TYPE_CHECKING:
 
     from sqlalchemy import Engine
 
-url_option = click.option(
-    "--url", metavar="URL", default=None, help="SQLAlchemy URL (default: the database_url setting)."
-)
-
 
 def _engine(url: str | None) -> Engine:
-    if not url:
-        try:
-            url = load_settings().database_url
-        except ValidationError as exc:
-            raise click.ClickException(f"invalid eventseam settings: {exc}") from exc
-    return create_engine(url)
+    return create_engine(database_url(url))
 
 
 def _run(url: str | None, action: Callable[[Engine], str]) -> None:

@@ -11,20 +11,22 @@ gauges every ``metrics.OUTBOX_INTERVAL`` seconds.
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 import anyio
 import click
 import structlog
-from pydantic import ValidationError
 
 from engine import metrics
 from engine.cli.logging import configure_logging
-from engine.cli.options import logging_options, metrics_options, serve_metrics
+from engine.cli.options import logging_options, metrics_options, serve_metrics, settings_or_fail
 from engine.cli.signals import stop_on_signals
-from engine.settings import EventSeamSettings, load_settings
 from outbox import migrate
 from outbox.errors import KafkaSecurityError, SchemaOutOfDateError
 from outbox.kafka_security import first_security_error
+
+if TYPE_CHECKING:
+    from engine.settings import EventSeamSettings
 
 log = structlog.get_logger(__name__)
 
@@ -34,13 +36,6 @@ class SchemaExit(click.ClickException):
     configuration errors."""
 
     exit_code = 2
-
-
-def _settings() -> EventSeamSettings:
-    try:
-        return load_settings()
-    except ValidationError as exc:
-        raise click.ClickException(f"invalid eventseam settings: {exc}") from exc
 
 
 @click.command()
@@ -62,7 +57,7 @@ def relay(
 ) -> None:
     """Forward pending outbox rows to Kafka until SIGTERM or SIGINT."""
     run_relay(
-        _settings(),
+        settings_or_fail(),
         bundled_broker=bundled_broker,
         log_level=log_level,
         json_logs=json_logs,
