@@ -20,8 +20,6 @@ adds a field would otherwise make every batch pay twice).
 
 from __future__ import annotations
 
-import gc
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Final
 
 from pydantic import TypeAdapter, ValidationError
@@ -30,7 +28,7 @@ from .codec import decode
 from .errors import DecodeError, UnknownEventError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Sequence
 
     from .consumer import Record
     from .events import DomainEvent
@@ -151,28 +149,6 @@ class BatchDecoder:
             return decode(self.registry, record.key, record.value, record.headers)
         except DecodeError as exc:
             return exc
-
-
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """Automatic garbage collection paused inside (if it was on): for one fetch and its decode.
-
-    A fetched and decoded batch is a dozen tracked objects per record that stay alive until it
-    is applied: collections triggered meanwhile (one per ~700 allocations) only promote them,
-    and their number drives the older generations' collections. Paused, the batch costs one
-    young collection (at the first allocation after) instead of about ten. Bounded: one fetch
-    (at most its wait, the fetch loop's poll) and one batch's decode; other threads allocating
-    meanwhile are collected after it. A process that turns the collector off for longer must
-    not rely on the runner leaving it off.
-    """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def _spliced(key: bytes | None, value: bytes | None, found: dict[str, bytes]) -> bytes | None:

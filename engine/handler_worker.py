@@ -22,10 +22,11 @@ import structlog
 
 from outbox.crash_points import CRASH_AT, crash_point
 from outbox.errors import PermanentPublishError, PublishError
+from outbox.gc_tuning import collector_paused
 
 from . import metrics
 from .apply_queue import ApplyQueue, Waiting
-from .batch_decode import BatchDecoder, collector_paused
+from .batch_decode import BatchDecoder
 from .dead_letter_marks import DeadLetterLedger
 from .dead_letter_topic import HANDLER_FAILED, dead_letter_message
 from .errors import ConsumeError, DecodeError

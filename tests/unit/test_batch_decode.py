@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from engine.batch_decode import RETRY_AFTER, BatchDecoder, collector_paused
+from engine.batch_decode import RETRY_AFTER, BatchDecoder
 from engine.codec import decode, encode
 from engine.errors import DecodeError
 from engine.events import DomainEvent
 from engine.registry import EventRegistry
+from outbox.gc_tuning import collector_paused
 from tests.unit.fake_records import FakeRecord
 
 if TYPE_CHECKING:
