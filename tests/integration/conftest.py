@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import pytest
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, event
 
 from outbox.claim import create_relay_engine
 from outbox.notify import install_notify_trigger
@@ -33,3 +33,16 @@ async def relay_db(sync_db: Engine) -> AsyncIterator[AsyncEngine]:
     engine = create_relay_engine(sync_db.url.render_as_string(hide_password=False))
     yield engine
     await engine.dispose()
+
+
+@pytest.fixture
+def relay_deletes(relay_db: AsyncEngine) -> list[int]:
+    """Rows deleted by each DELETE the relay's engine runs, in order (filled as they run)."""
+    deleted: list[int] = []
+
+    @event.listens_for(relay_db.sync_engine, "after_cursor_execute")
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith("DELETE"):
+            deleted.append(cursor.rowcount)  # type: ignore[attr-defined]
+
+    return deleted

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import anyio
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import Engine, event, func, insert, select
+from sqlalchemy import Engine, func, insert, select
 
 from engine.cli import main
 from engine.settings import InboxSettings, RelaySettings
@@ -45,18 +45,11 @@ def ages(engine: Engine) -> list[tuple[str, int]]:
 
 
 async def test_the_relay_purger_deletes_expired_inbox_rows_in_bounded_batches(
-    sync_db: Engine, relay_db: AsyncEngine
+    sync_db: Engine, relay_db: AsyncEngine, relay_deletes: list[int]
 ) -> None:
     """Rows older than inbox.retention_seconds go, purge_batch rows per DELETE; younger ones stay."""
     add_rows(sync_db, 23, timedelta(days=8))
     add_rows(sync_db, 4, timedelta(days=6), handler="ledger.count_sale")
-    deleted_per_statement: list[int] = []
-
-    @event.listens_for(relay_db.sync_engine, "after_cursor_execute")
-    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
-        if statement.lstrip().upper().startswith("DELETE"):
-            deleted_per_statement.append(cursor.rowcount)  # type: ignore[attr-defined]
-
     purger = Purger(
         relay_db,
         RelaySettings(),
@@ -65,7 +58,7 @@ async def test_the_relay_purger_deletes_expired_inbox_rows_in_bounded_batches(
     )
     try:
         assert await purger.purge_inbox_once() == 23
-        assert deleted_per_statement == [10, 10, 3]
+        assert relay_deletes == [10, 10, 3]
         assert ages(sync_db) == [("ledger.count_sale", 4)]
         assert await purger.purge_inbox_once() == 0
     finally:
