@@ -187,10 +187,12 @@ async def wait_for(
     *,
     timeout: float = 60.0,  # noqa: ASYNC109 - a polling budget for a sync condition, not a cancel scope
     interval: float = 0.05,
-    message: str = "",
+    message: str | Callable[[], str] = "",
     in_thread: bool = False,
 ) -> None:
     """Poll ``condition()`` until truthy; fail after ``timeout`` seconds.
+
+    ``message``: what the failure says, or a function that says it then (the state it reached).
 
     ``in_thread``: call it in a worker thread, for a condition that queries a database; on the
     loop such a query stalls everything the loop runs (the bus, the runner) while it lasts.
@@ -201,7 +203,8 @@ async def wait_for(
         if met:
             return
         if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s: {message or condition}")
+            said = message() if callable(message) else message
+            pytest.fail(f"condition not met within {timeout} s: {said or condition}")
         await anyio.sleep(interval)
 
 

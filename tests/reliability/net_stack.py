@@ -1,7 +1,9 @@
 """The network scenarios' stack: a broker behind a fault proxy, relay and worker processes, a workload.
 
-    with proxied_broker(tmp_path) as (broker, kafka_proxy):      # broker advertises the proxy
-        stack = Stack(postgres_url, kafka_proxy.address, prefix, tmp_path)
+    with (
+        proxied_broker(tmp_path) as (broker, kafka_proxy),   # broker advertises the proxy
+        Stack(postgres_url, kafka_proxy.address, prefix, tmp_path) as stack,
+    ):
         with stack.relay(), stack.worker():
             ...   # write with stack.write(...), inject faults with the proxy, then stack.verify()
 
@@ -38,7 +40,7 @@ from tests.broker.runner_conftest import (
     consumer_settings,
     create_tables,
 )
-from tests.kafka_broker import REPO_ROOT, read_topic, stop_process, write_events
+from tests.kafka_broker import REPO_ROOT, read_topic, stop_process, wait_for, write_events
 from tests.reliability.fault_proxy import FaultProxy
 from tests.reliability.verify import DELIVERY_BOUNDS, failed_bounds
 
@@ -299,18 +301,44 @@ class Stack:
             (self.workdir / f"order_violations_{where}.txt").write_text("\n".join(breaks) + "\n")
         return len(breaks)
 
+    async def settle(self) -> None:
+        """Write one more second of events, then wait until every event written is applied and every row published."""
+        await write_for(self, 1.0)
+
+        def settled() -> bool:
+            return len(self.applied()) >= len(self.written) and not self.all_unpublished()
+
+        def progress() -> str:
+            return (
+                f"applied {len(self.written.keys() & self.applied().keys())} of"
+                f" {len(self.written)} events, {self.unpublished()} ParcelBooked and"
+                f" {self.all_unpublished()} rows in all unpublished; logs in {self.workdir}"
+            )
+
+        await wait_for(settled, timeout=120, message=progress, in_thread=True)
+
     def close(self) -> None:
         """Release the test's database connections."""
         self.engine.dispose()
 
+    def __enter__(self) -> Stack:
+        return self
 
-async def write_for(stack: Stack, seconds: float, per_tick: int = 5) -> list[int]:
-    """Commit ``per_tick`` events every 0.2 s for ``seconds``; their outbox seqs."""
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+#: Events per tick and seconds per tick of write_for: at most 25 events a second.
+PER_TICK, TICK = 5, 0.2
+
+
+async def write_for(stack: Stack, seconds: float, per_tick: int = PER_TICK) -> list[int]:
+    """Commit ``per_tick`` events every TICK seconds for ``seconds``; their outbox seqs."""
     seqs: list[int] = []
     deadline = anyio.current_time() + seconds
     while anyio.current_time() < deadline:
         seqs += stack.write(per_tick)
-        await anyio.sleep(0.2)
+        await anyio.sleep(TICK)
     return seqs
 
 

@@ -70,14 +70,16 @@ async def test_broker_unreachable_refused_and_hanging(postgres_url: str, tmp_pat
     chosen = [int(s) for s in lengths.split(",")] if lengths else OUTAGES[scale.name]
     outages = [(kind, s) for s in chosen for kind in ("refused", "hanging")]
     figures: dict[str, int | float | str] = {}
-    with proxied_broker(tmp_path) as (_, proxy):
-        stack = Stack(
+    with (
+        proxied_broker(tmp_path) as (_, proxy),
+        Stack(
             postgres_url,
             proxy.address,
             unique_prefix(),
             tmp_path,
             request_timeout_ms=REQUEST_TIMEOUT_MS[scale.name],
-        )
+        ) as stack,
+    ):
         with stack.relay() as relay, stack.worker() as worker:
             stack.write(50)
             await wait_for(lambda: len(stack.applied()) == 50, message=f"warm-up; {tmp_path}")
@@ -86,15 +88,9 @@ async def test_broker_unreachable_refused_and_hanging(postgres_url: str, tmp_pat
                     figures[f"{kind}_{seconds}s_{name}"] = value
                 alive = relay.poll() is None and worker.poll() is None
                 figures[f"{kind}_{seconds}s_processes_alive"] = "yes" if alive else "no"
-            await write_for(stack, 1.0)
-            await wait_for(
-                lambda: len(stack.applied()) >= len(stack.written) and not stack.all_unpublished(),
-                timeout=120,
-                message=f"everything applied; see {tmp_path}",
-            )
+            await stack.settle()
         figures |= await stack.verify()
         figures |= {"relay_exit": relay.returncode, "worker_exit": worker.returncode}
-        stack.close()
     first = [float(v) for k, v in figures.items() if k.endswith("first_publish_s")]
     first_max = figures["first_publish_max_s"] = max(first)
     full = scale.name == "full"

@@ -72,39 +72,28 @@ async def test_database_unreachable_for_relay_and_worker(postgres_url: str, tmp_
     figures: dict[str, int | float | str] = {"outage_s": seconds}
     broker = start_broker()
     try:
-        with proxied_database(postgres_url) as (through_proxy, proxy):
-            stack = Stack(
+        with (
+            proxied_database(postgres_url) as (through_proxy, proxy),
+            Stack(
                 postgres_url,
                 broker.bootstrap_servers,
                 unique_prefix(),
                 tmp_path,
                 relay_database=through_proxy,
                 worker_database=through_proxy,
-            )
-            try:
-                with stack.relay() as relay, stack.worker() as worker:
-                    stack.write(50)
-                    await wait_for(
-                        lambda: len(stack.applied()) == 50, message=f"warm-up; {tmp_path}"
-                    )
-                    for kind in ("refused", "hanging"):
-                        for name, value in (await outage(stack, proxy, kind, seconds)).items():
-                            figures[f"{kind}_{name}"] = value
-                        alive = relay.poll() is None and worker.poll() is None
-                        figures[f"{kind}_processes_alive"] = "yes" if alive else "no"
-                    await write_for(stack, 1.0)
-                    await wait_for(
-                        lambda: (
-                            len(stack.applied()) >= len(stack.written)
-                            and not stack.all_unpublished()
-                        ),
-                        timeout=120,
-                        message=f"everything applied; see {tmp_path}",
-                    )
-                figures |= await stack.verify()
-                figures |= {"relay_exit": relay.returncode, "worker_exit": worker.returncode}
-            finally:
-                stack.close()
+            ) as stack,
+        ):
+            with stack.relay() as relay, stack.worker() as worker:
+                stack.write(50)
+                await wait_for(lambda: len(stack.applied()) == 50, message=f"warm-up; {tmp_path}")
+                for kind in ("refused", "hanging"):
+                    for name, value in (await outage(stack, proxy, kind, seconds)).items():
+                        figures[f"{kind}_{name}"] = value
+                    alive = relay.poll() is None and worker.poll() is None
+                    figures[f"{kind}_processes_alive"] = "yes" if alive else "no"
+                await stack.settle()
+            figures |= await stack.verify()
+            figures |= {"relay_exit": relay.returncode, "worker_exit": worker.returncode}
     finally:
         broker.stop()
     record_figures("9-database-outage", "postgresql", figures, bounds=BOUNDS, run=run)
