@@ -17,7 +17,9 @@ and discard them. Contract of the store (see engine.dead_letters.DeadLetterStore
 * ``remove`` deletes the row (``Bus.redeliver`` calls it); UnknownDeadLetterError when absent.
 
 The module-level functions serve the CLI: raw rows (no decoding needed to show them) and the
-``eventseam_dlq_resolved`` marks of Kafka dead-letter records.
+``eventseam_dlq_resolved`` marks of Kafka dead-letter records. A mark is needed while its record
+is on the topic; ``forget_gone`` deletes the marks of records below their partition's log start
+(Kafka's retention deleted them), so the table stays as small as the topics' unresolved past.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import bindparam, delete, func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from outbox.dead_letter_table import dead_letter, dlq_resolved
@@ -39,7 +41,7 @@ from .errors import DecodeError, EngineError, UnknownDeadLetterError
 if TYPE_CHECKING:
     import builtins
     import uuid
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
     from sqlalchemy import Connection, Engine, Row
 
@@ -164,6 +166,23 @@ def resolved(connection: Connection, locations: Iterable[Location]) -> set[Locat
     columns = (dlq_resolved.c.topic, dlq_resolved.c.partition_no, dlq_resolved.c.record_offset)
     found = connection.execute(select(*columns).where(dlq_resolved.c.topic.in_(topics)))
     return wanted & {(row[0], int(row[1]), int(row[2])) for row in found}
+
+
+def forget_gone(connection: Connection, log_starts: Mapping[tuple[str, int], int]) -> int:
+    """Delete the marks of records below the log start of their ``(topic, partition)``; how many."""
+    gone = [
+        {"t": topic, "p": partition, "start": start}
+        for (topic, partition), start in sorted(log_starts.items())
+        if start > 0
+    ]
+    if not gone:
+        return 0
+    statement = delete(dlq_resolved).where(
+        dlq_resolved.c.topic == bindparam("t"),
+        dlq_resolved.c.partition_no == bindparam("p"),
+        dlq_resolved.c.record_offset < bindparam("start"),
+    )
+    return sum(connection.execute(statement, row).rowcount for row in gone)
 
 
 def mark_resolved(

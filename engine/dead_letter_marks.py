@@ -27,27 +27,33 @@ idempotent produce, which the bundled broker lacks. Without a topic reader (a ru
 test publisher) a ``sending`` record is produced again. A mark also carries the record's
 ``ce_id``: a mark whose event id differs (the topic was recreated, offsets restarted) is
 ignored and replaced.
+
+A mark matters only while its record can still be delivered to its handler again, which the
+inbox's window bounds as well (InboxSettings.retention_seconds): marks older than it are purged
+with the inbox rows, by the relay's Purger and by ``eventseam inbox purge`` (``purge``).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final, Protocol
 
 import anyio.to_thread
 import structlog
-from sqlalchemy import and_, delete, insert, select
+from sqlalchemy import and_, bindparam, delete, insert, select, tuple_
 from sqlalchemy.exc import SQLAlchemyError
 
 from outbox.dead_letter_table import dlq_sent
 
 from .dead_letter_topic import is_dead_letter_of
 from .errors import ConsumeError
+from .expiry import delete_in_batches
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from sqlalchemy import Connection
+    from sqlalchemy.sql import Delete
     from sqlalchemy.sql.elements import ColumnElement
 
     from .consumer import Record
@@ -80,6 +86,21 @@ def _where(handler: str, record: Record) -> ColumnElement[bool]:
         dlq_sent.c.partition_no == record.partition,
         dlq_sent.c.record_offset == record.offset,
     )
+
+
+def purge_statement() -> Delete:
+    """DELETE of up to ``:limit`` marks made before ``:cutoff`` (``purge``, the relay's Purger)."""
+    key = (dlq_sent.c.handler, dlq_sent.c.topic, dlq_sent.c.partition_no, dlq_sent.c.record_offset)
+    doomed = select(*key).where(dlq_sent.c.marked_at < bindparam("cutoff"))
+    return delete(dlq_sent).where(tuple_(*key).in_(doomed.limit(bindparam("limit"))))
+
+
+def purge(connection: Connection, older_than: timedelta, batch: int, *, now: datetime) -> int:
+    """Delete marks made more than ``older_than`` before ``now``, ``batch`` per transaction.
+
+    Commits after every batch (engine.expiry.delete_in_batches); returns the number deleted.
+    """
+    return delete_in_batches(connection, purge_statement(), now - older_than, batch)
 
 
 def state_of(connection: Connection, handler: str, record: Record) -> str | None:

@@ -295,27 +295,32 @@ class DeadLetters:
             await self._resolve(found, view, Resolution.REPLAYED)
 
     async def _resolve(self, location: Location, view: DeadLetterView, action: str) -> None:
-        """Mark the record at ``location`` and its unresolved copies ``action``."""
+        """Mark the record at ``location`` and its unresolved copies ``action``.
+
+        The same transaction forgets the topic's marks of records Kafka no longer holds.
+        """
         event_id = uuid.UUID(view.event_id) if view.event_id and _is_uuid(view.event_id) else None
-        copies = await self._copies(location)
+        copies, log_starts = await self._copies(location)
 
         def mark(connection: Connection) -> None:
             for copy in sorted(copies - stored_letters.resolved(connection, copies)):
                 stored_letters.mark_resolved(
                     connection, copy, action, handler=view.handler, event_id=event_id
                 )
+            stored_letters.forget_gone(connection, log_starts)
 
         await self._db(mark, commit=True)
 
-    async def _copies(self, location: Location) -> set[Location]:
-        """``location`` and the records of its topic that are copies of the same dead letter."""
+    async def _copies(self, location: Location) -> tuple[set[Location], dict[tuple[str, int], int]]:
+        """``location`` and the records of its topic that are copies of the same dead letter;
+        the log start offsets of the topic's partitions."""
         async with self._reader() as reader:
             records = await reader.read(location[0])
         keys = {record.location: _key_of(record) for record in records}
         key = keys.get(location)
         if key is None:
-            return {location}
-        return {found for found, other in keys.items() if other == key}
+            return {location}, reader.log_starts
+        return {found for found, other in keys.items() if other == key}, reader.log_starts
 
     async def _record(self, location: Location) -> KafkaRecord:
         """The unresolved dead-letter record at ``location``; UnknownDeadLetterError otherwise."""

@@ -53,6 +53,8 @@ from sqlalchemy.orm import Session
 
 from outbox.inbox_table import inbox
 
+from .expiry import delete_in_batches
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
 
@@ -301,17 +303,7 @@ def purge(
     Commits after every batch so locks and WAL stay bounded: give it a connection of its own,
     not one inside ``engine.begin()`` or a business transaction. Returns the number deleted.
     """
-    if batch < 1:
-        raise ValueError(f"batch must be at least 1, got {batch}")
-    parameters = {"cutoff": _utc(now) - older_than, "limit": batch}
-    statement = purge_statement()
-    total = 0
-    while True:
-        deleted = connection.execute(statement, parameters).rowcount
-        connection.commit()
-        total += deleted
-        if deleted < batch:
-            return total
+    return delete_in_batches(connection, purge_statement(), _utc(now) - older_than, batch)
 
 
 def purge_statement() -> Delete:

@@ -182,6 +182,7 @@ class InboxSettings(_Section):
     the event can still be delivered: the Kafka topics' retention (broker default 7 days), the
     relay's ``retention_seconds`` and the ``eventseam replay --since`` windows you use. The relay
     holding slot 0 purges older rows (outbox.retention); ``eventseam inbox purge`` does it once.
+    The runner's dead-letter marks (``eventseam_dlq_sent``) are kept and purged alike.
     """
 
     retention_seconds: float = Field(

@@ -10,6 +10,8 @@
   order, so one aggregate's records keep their order.
 * ``read_one`` fetches the record at one offset; None when the topic, partition or offset does
   not exist.
+* ``log_starts`` keeps the log start offset of every partition read so far (records below it
+  are gone: retention, or a DeleteRecords request).
 * A topic that does not exist reads as empty and is never created (metadata requests do not
   auto-create topics). Broker failures, and reads slower than ``timeout`` seconds, raise
   ConsumeError. aiokafka is imported when the reader starts (the ``kafka`` extra).
@@ -70,6 +72,8 @@ class TopicReader:
             raise SettingsError(f"{purpose} reads Kafka: set EVENTSEAM_KAFKA__BOOTSTRAP_SERVERS")
         self._kafka, self._purpose, self._timeout = kafka, purpose, timeout
         self._consumer: Any = None
+        #: (topic, partition) -> log start offset, for each partition read so far
+        self.log_starts: dict[tuple[str, int], int] = {}
 
     async def __aenter__(self) -> TopicReader:
         from aiokafka import AIOKafkaConsumer
@@ -151,6 +155,7 @@ class TopicReader:
         deadline = time.monotonic() + self._timeout
         try:
             starts = await consumer.beginning_offsets(assigned)
+            self.log_starts.update({(tp.topic, tp.partition): starts[tp] for tp in assigned})
             for tp in assigned:
                 consumer.seek(tp, max(start, starts[tp]) if start is not None else starts[tp])
             done: set[Any] = set()

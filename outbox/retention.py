@@ -23,6 +23,7 @@ import structlog
 from sqlalchemy import bindparam, delete, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from engine.dead_letter_marks import purge_statement as marks_purge_statement
 from engine.inbox import purge_statement as inbox_purge_statement
 
 from .claim import Link
@@ -72,7 +73,8 @@ class Purger:
             _purge_statement(Status.PUBLISHED, by_published=True),
             _purge_statement(Status.LOCAL, by_published=False),
         )
-        self._inbox_statement = inbox_purge_statement()
+        # the inbox rows and the dead-letter marks, both kept for the inbox's window
+        self._inbox_statements = (inbox_purge_statement(), marks_purge_statement())
 
     async def purge_once(self) -> int:
         """Delete every expired outbox row, ``purge_batch`` at a time; how many were deleted."""
@@ -83,11 +85,14 @@ class Purger:
         return total
 
     async def purge_inbox_once(self) -> int:
-        """Delete every expired inbox row, ``InboxSettings.purge_batch`` at a time (0 without)."""
+        """Delete every expired inbox row and dead-letter mark, ``purge_batch`` at a time (0 without)."""
         if self._inbox is None:
             return 0
         cutoff = datetime.now(UTC) - timedelta(seconds=self._inbox.retention_seconds)
-        return await self._delete(self._inbox_statement, cutoff, self._inbox.purge_batch)
+        total = 0
+        for statement in self._inbox_statements:
+            total += await self._delete(statement, cutoff, self._inbox.purge_batch)
+        return total
 
     async def _delete(self, statement: object, cutoff: datetime, limit: int) -> int:
         total = 0

@@ -1,10 +1,11 @@
-"""``eventseam inbox purge``: delete inbox rows older than the retention window, once.
+"""``eventseam inbox purge``: delete inbox rows (and dead-letter marks) past the window, once.
 
     eventseam inbox purge                    # older than inbox.retention_seconds (default 7 days)
     eventseam inbox purge --older-than 30d   # or an ISO 8601 time: rows processed before it
     eventseam inbox purge --batch 1000       # rows per statement (default inbox.purge_batch)
 
-A running relay does this on its own (outbox.retention); the command is for deployments that run
+The runner's dead-letter marks (engine.dead_letter_marks) share the inbox's window and go with
+its rows. A running relay does this on its own (outbox.retention); the command is for deployments that run
 no relay (every context local) and for a one-off clean-up, from cron for example. Each batch
 commits on its own, so the table is never locked for long. The database is ``--url``, else the
 ``database_url`` setting. Exit status 1 (with a message) when the database fails.
@@ -18,6 +19,7 @@ import click
 from sqlalchemy import create_engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from engine import dead_letter_marks
 from engine import inbox as inbox_rows
 from engine.cli.options import settings_or_fail, url_option
 
@@ -41,7 +43,7 @@ def inbox() -> None:
 )
 @click.option("--batch", type=click.IntRange(min=1), default=None, help="Rows per statement.")
 def purge(url: str | None, cutoff: datetime | None, batch: int | None) -> None:
-    """Delete inbox rows processed before the retention window; print how many."""
+    """Delete inbox rows and dead-letter marks older than the retention window; print how many."""
     settings = settings_or_fail()
     now = datetime.now(UTC)
     if cutoff is None:
@@ -49,11 +51,14 @@ def purge(url: str | None, cutoff: datetime | None, batch: int | None) -> None:
     engine = create_engine(url or settings.database_url)
     try:
         with engine.connect() as connection:
-            deleted = inbox_rows.purge(
-                connection, now - cutoff, batch or settings.inbox.purge_batch, now=now
-            )
+            size = batch or settings.inbox.purge_batch
+            deleted = inbox_rows.purge(connection, now - cutoff, size, now=now)
+            marks = dead_letter_marks.purge(connection, now - cutoff, size, now=now)
     except SQLAlchemyError as exc:
         raise click.ClickException(f"database error: {exc}") from exc
     finally:
         engine.dispose()
-    click.echo(f"{deleted} inbox rows processed before {cutoff.isoformat()} deleted")
+    click.echo(
+        f"{deleted} inbox rows processed and {marks} dead-letter marks made"
+        f" before {cutoff.isoformat()} deleted"
+    )

@@ -1,4 +1,7 @@
-"""Inbox retention: the relay's purger and ``eventseam inbox purge`` delete rows past the window."""
+"""Inbox retention: the relay's purger and ``eventseam inbox purge`` delete rows past the window.
+
+The runner's dead-letter marks (eventseam_dlq_sent) share the inbox's window and go with it.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from sqlalchemy import Engine, func, insert, select
 
 from engine.cli import main
 from engine.settings import InboxSettings, RelaySettings
+from outbox.dead_letter_table import dlq_sent
 from outbox.inbox_table import inbox
 from outbox.retention import Purger
 
@@ -37,6 +41,34 @@ def add_rows(engine: Engine, count: int, age: timedelta, handler: str = HANDLER)
         )
 
 
+def add_marks(engine: Engine, count: int, age: timedelta) -> None:
+    """``count`` dead-letter marks of HANDLER made ``age`` ago, at offsets from a fresh base."""
+    when, base = datetime.now(UTC) - age, uuid.uuid4().int % 1_000_000 * 1_000
+    with engine.begin() as connection:
+        connection.execute(
+            insert(dlq_sent),
+            [
+                {
+                    "handler": HANDLER,
+                    "topic": "t.sales",
+                    "partition_no": 0,
+                    "record_offset": base + n,
+                    "event_id": str(uuid.uuid4()),
+                    "dead_letter_topic": "t.dlq.ledger.book_sale",
+                    "state": "sent",
+                    "marked_at": when,
+                }
+                for n in range(count)
+            ],
+        )
+
+
+def marks(engine: Engine) -> int:
+    """Dead-letter marks left."""
+    with engine.connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(dlq_sent)).scalar_one())
+
+
 def ages(engine: Engine) -> list[tuple[str, int]]:
     """(handler, row count) per handler, sorted."""
     with engine.connect() as connection:
@@ -47,9 +79,11 @@ def ages(engine: Engine) -> list[tuple[str, int]]:
 async def test_the_relay_purger_deletes_expired_inbox_rows_in_bounded_batches(
     sync_db: Engine, relay_db: AsyncEngine, relay_deletes: list[int]
 ) -> None:
-    """Rows older than inbox.retention_seconds go, purge_batch rows per DELETE; younger ones stay."""
+    """Rows and marks older than inbox.retention_seconds go, purge_batch per DELETE; younger ones stay."""
     add_rows(sync_db, 23, timedelta(days=8))
     add_rows(sync_db, 4, timedelta(days=6), handler="ledger.count_sale")
+    add_marks(sync_db, 12, timedelta(days=9))
+    add_marks(sync_db, 5, timedelta(days=1))
     purger = Purger(
         relay_db,
         RelaySettings(),
@@ -57,9 +91,10 @@ async def test_the_relay_purger_deletes_expired_inbox_rows_in_bounded_batches(
         active=lambda: True,
     )
     try:
-        assert await purger.purge_inbox_once() == 23
-        assert relay_deletes == [10, 10, 3]
+        assert await purger.purge_inbox_once() == 23 + 12
+        assert relay_deletes == [10, 10, 3, 10, 2]  # inbox rows, then marks
         assert ages(sync_db) == [("ledger.count_sale", 4)]
+        assert marks(sync_db) == 5
         assert await purger.purge_inbox_once() == 0
     finally:
         await purger.aclose()
@@ -110,17 +145,21 @@ def test_inbox_purge_command_deletes_rows_past_the_window(
     """`eventseam inbox purge` uses inbox.retention_seconds, or --older-than, and says how many."""
     add_rows(sync_db, 7, timedelta(days=10))
     add_rows(sync_db, 2, timedelta(days=3))
+    add_marks(sync_db, 4, timedelta(days=10))
+    add_marks(sync_db, 1, timedelta(days=3))
     url = sync_db.url.render_as_string(hide_password=False)
     monkeypatch.setenv("EVENTSEAM_DATABASE_URL", url)
     monkeypatch.setenv("EVENTSEAM_INBOX__RETENTION_SECONDS", str(7 * 86_400))
     result = CliRunner().invoke(main, ["inbox", "purge", "--batch", "3"])
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("7 inbox rows processed before ")
+    assert result.output.startswith("7 inbox rows processed and 4 dead-letter marks made before ")
     assert ages(sync_db) == [(HANDLER, 2)]
+    assert marks(sync_db) == 1
     result = CliRunner().invoke(main, ["inbox", "purge", "--url", url, "--older-than", "2d"])
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("2 inbox rows")
+    assert result.output.startswith("2 inbox rows processed and 1 dead-letter marks")
     assert ages(sync_db) == []
+    assert marks(sync_db) == 0
 
 
 def test_inbox_purge_command_rejects_a_bad_time() -> None:
