@@ -54,9 +54,10 @@ async def test_each_handler_applies_each_event_once(
             await wait_for(
                 lambda: set(applied_counts(engine)) == ids, message="record_parcel applied all"
             )
+            # the counters follow each commit, so they may trail the rows for a moment
             await wait_for(
-                lambda: runner.stats()["courier.tally_parcel"].applied == 151,
-                message="tally_parcel applied all",
+                lambda: {s.applied for s in runner.stats().values()} == {151},
+                message="both handlers counted 151 applied",
             )
             await wait_for(
                 lambda: runner.stats()["courier.record_parcel"].ignored == 1,
