@@ -45,7 +45,7 @@ from tests.reliability.fault_proxy import FaultProxy
 from tests.reliability.verify import DELIVERY_BOUNDS, failed_bounds
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
     from contextlib import AbstractContextManager
     from datetime import datetime
     from pathlib import Path
@@ -300,6 +300,27 @@ class Stack:
         if breaks:
             (self.workdir / f"order_violations_{where}.txt").write_text("\n".join(breaks) + "\n")
         return len(breaks)
+
+    async def through_faults(
+        self, faults: Sequence[tuple[str, Callable[[], Awaitable[Mapping[str, float]]]]]
+    ) -> dict[str, int | float | str]:
+        """Run the relay and worker through ``faults``; their figures, the end checks', exit codes.
+
+        Warm-up first (50 events applied). Each fault's figures are named ``<label>_<name>``,
+        plus ``<label>_processes_alive``; then ``settle``, both processes stopped, ``verify``.
+        """
+        figures: dict[str, int | float | str] = {}
+        with self.relay() as relay, self.worker() as worker:
+            self.write(50)
+            await wait_for(lambda: len(self.applied()) == 50, message=f"warm-up; {self.workdir}")
+            for label, inject in faults:
+                for name, value in (await inject()).items():
+                    figures[f"{label}_{name}"] = value
+                alive = relay.poll() is None and worker.poll() is None
+                figures[f"{label}_processes_alive"] = "yes" if alive else "no"
+            await self.settle()
+        figures |= await self.verify()
+        return figures | {"relay_exit": relay.returncode, "worker_exit": worker.returncode}
 
     async def settle(self) -> None:
         """Write one more second of events, then wait until every event written is applied and every row published."""

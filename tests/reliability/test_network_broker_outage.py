@@ -9,6 +9,7 @@ written during the outage; per run: lost, duplicates, unpublished rows, process 
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import TYPE_CHECKING
 
@@ -80,17 +81,11 @@ async def test_broker_unreachable_refused_and_hanging(postgres_url: str, tmp_pat
             request_timeout_ms=REQUEST_TIMEOUT_MS[scale.name],
         ) as stack,
     ):
-        with stack.relay() as relay, stack.worker() as worker:
-            stack.write(50)
-            await wait_for(lambda: len(stack.applied()) == 50, message=f"warm-up; {tmp_path}")
-            for kind, seconds in outages:
-                for name, value in (await outage(stack, proxy, kind, seconds)).items():
-                    figures[f"{kind}_{seconds}s_{name}"] = value
-                alive = relay.poll() is None and worker.poll() is None
-                figures[f"{kind}_{seconds}s_processes_alive"] = "yes" if alive else "no"
-            await stack.settle()
-        figures |= await stack.verify()
-        figures |= {"relay_exit": relay.returncode, "worker_exit": worker.returncode}
+        faults = [
+            (f"{kind}_{seconds}s", functools.partial(outage, stack, proxy, kind, seconds))
+            for kind, seconds in outages
+        ]
+        figures = await stack.through_faults(faults)
     first = [float(v) for k, v in figures.items() if k.endswith("first_publish_s")]
     first_max = figures["first_publish_max_s"] = max(first)
     full = scale.name == "full"

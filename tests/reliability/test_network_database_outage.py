@@ -9,6 +9,7 @@ duplicates, unpublished rows, process exits.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import TYPE_CHECKING
 
@@ -83,17 +84,11 @@ async def test_database_unreachable_for_relay_and_worker(postgres_url: str, tmp_
                 worker_database=through_proxy,
             ) as stack,
         ):
-            with stack.relay() as relay, stack.worker() as worker:
-                stack.write(50)
-                await wait_for(lambda: len(stack.applied()) == 50, message=f"warm-up; {tmp_path}")
-                for kind in ("refused", "hanging"):
-                    for name, value in (await outage(stack, proxy, kind, seconds)).items():
-                        figures[f"{kind}_{name}"] = value
-                    alive = relay.poll() is None and worker.poll() is None
-                    figures[f"{kind}_processes_alive"] = "yes" if alive else "no"
-                await stack.settle()
-            figures |= await stack.verify()
-            figures |= {"relay_exit": relay.returncode, "worker_exit": worker.returncode}
+            faults = [
+                (kind, functools.partial(outage, stack, proxy, kind, seconds))
+                for kind in ("refused", "hanging")
+            ]
+            figures |= await stack.through_faults(faults)
     finally:
         broker.stop()
     record_figures("9-database-outage", "postgresql", figures, bounds=BOUNDS, run=run)
