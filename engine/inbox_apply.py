@@ -74,6 +74,22 @@ async def _await(function: Callable[..., Any], *args: object) -> None:
     await function(*args)
 
 
+def _event_log_vars() -> tuple[contextvars.ContextVar[Any], ...]:
+    """The context variables behind structlog's ``event_id``, ``event_type``, ``correlation_id``.
+
+    ``bind_contextvars`` (in a throwaway context) creates or finds them and returns their tokens;
+    setting them directly binds the same keys for ``merge_contextvars`` at a quarter of the cost
+    of a ``bind_contextvars`` call per event.
+    """
+    tokens = contextvars.Context().run(
+        bind_contextvars, event_id=..., event_type=..., correlation_id=...
+    )
+    return tuple(token.var for token in tokens.values())
+
+
+_EVENT_ID, _EVENT_TYPE, _CORRELATION_ID = _event_log_vars()
+
+
 class InboxApplier:
     """Applies one handler's events with the inbox. Runs in worker threads (blocking DB I/O)."""
 
@@ -212,11 +228,10 @@ class InboxApplier:
         spec = self.spec
         event_id = str(event.event_id)
         correlation = event.correlation_id
-        bind_contextvars(
-            event_id=event_id,
-            event_type=event.event_name,
-            correlation_id=event_id if correlation is None else str(correlation),
-        )  # handler, context and attempt: bound once per transaction by the caller
+        # bound for the handler's log lines (handler, context, attempt: once per transaction)
+        _EVENT_ID.set(event_id)
+        _EVENT_TYPE.set(event.event_name)
+        _CORRELATION_ID.set(event_id if correlation is None else str(correlation))
         if not spec.takes_context:
             if spec.is_async:
                 anyio.from_thread.run(_await, spec.function, event)
