@@ -29,7 +29,7 @@ from engine.modes import Mode
 from engine.runner import ConsumerRunner
 from engine.seam import EventSeam
 from engine.settings import ConsumerSettings, EventSeamSettings, KafkaSettings, RelaySettings
-from outbox.gc_tuning import freeze_startup_heap
+from outbox.gc_tuning import tune_for_worker
 
 if TYPE_CHECKING:
     import argparse
@@ -182,7 +182,7 @@ def run_phase(arguments: argparse.Namespace) -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
     )
     if arguments.gc_freeze:  # as `eventseam worker` does once the application is loaded
-        freeze_startup_heap()
+        tune_for_worker()
     if arguments.phase == "raw":
         rate, cpu_rate = anyio.run(
             raw_phase,

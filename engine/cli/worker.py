@@ -40,7 +40,7 @@ from engine.errors import SettingsError, UnknownContextError
 from engine.modes import Mode
 from outbox import migrate
 from outbox.errors import KafkaSecurityError, SchemaOutOfDateError
-from outbox.gc_tuning import freeze_startup_heap
+from outbox.gc_tuning import tune_for_worker
 from outbox.kafka_security import first_security_error
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ def worker(
     except (SettingsError, KafkaSecurityError) as exc:
         _fail(str(exc))
     serve_metrics(metrics_port, metrics_addr)
-    freeze_startup_heap()
+    tune_for_worker()
     try:
         anyio.run(serve, runner, backend="asyncio")
     except* KafkaSecurityError as errors:  # a refused certificate: exit, do not retry

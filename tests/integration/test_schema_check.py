@@ -59,7 +59,7 @@ def started(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     monkeypatch.setattr(worker_module, "configure_logging", lambda level, *, json_logs: None)
     monkeypatch.setattr(relay_module, "_run", lambda settings, sampled: calls.append("relay"))
     monkeypatch.setattr("engine.runner.ConsumerRunner", lambda seam, contexts: object())
-    monkeypatch.setattr(worker_module, "freeze_startup_heap", lambda: None)
+    monkeypatch.setattr(worker_module, "tune_for_worker", lambda: None)
     monkeypatch.setattr(worker_module, "serve", serve)
     return calls
 

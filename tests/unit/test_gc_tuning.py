@@ -1,4 +1,4 @@
-"""outbox.gc_tuning.tune_for_relay: freezes startup objects and raises the first threshold only."""
+"""outbox.gc_tuning.tune_for_relay/worker: freeze startup objects and raise the first threshold only."""
 
 from __future__ import annotations
 
@@ -7,10 +7,15 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from outbox.gc_tuning import RELAY_GEN0_THRESHOLD, tune_for_relay
+from outbox.gc_tuning import (
+    RELAY_GEN0_THRESHOLD,
+    WORKER_GEN0_THRESHOLD,
+    tune_for_relay,
+    tune_for_worker,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 
 @pytest.fixture
@@ -22,15 +27,20 @@ def restored_collector() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("restored_collector")
-def test_freezes_and_raises_the_first_threshold() -> None:
+@pytest.mark.parametrize(
+    ("tune", "threshold"),
+    [(tune_for_relay, RELAY_GEN0_THRESHOLD), (tune_for_worker, WORKER_GEN0_THRESHOLD)],
+)
+def test_freezes_and_raises_the_first_threshold(tune: Callable[[], None], threshold: int) -> None:
     gc.set_threshold(700, 10, 10)
-    tune_for_relay()
+    tune()
     assert gc.get_freeze_count() > 0
-    assert gc.get_threshold() == (RELAY_GEN0_THRESHOLD, 10, 10)
+    assert gc.get_threshold() == (threshold, 10, 10)
 
 
 @pytest.mark.usefixtures("restored_collector")
 def test_never_lowers_a_higher_threshold() -> None:
-    gc.set_threshold(50_000, 20, 30)
+    gc.set_threshold(80_000, 20, 30)
     tune_for_relay()
-    assert gc.get_threshold() == (50_000, 20, 30)
+    tune_for_worker()
+    assert gc.get_threshold() == (80_000, 20, 30)
