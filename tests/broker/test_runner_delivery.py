@@ -126,6 +126,10 @@ async def test_events_relayed_from_the_outbox_are_applied(
                     lambda: len(applied_counts(engine)) == 40, message="relayed and applied"
                 )
                 await wait_for(lambda: not outbox_rows(engine), message="follow-ups relayed too")
+            await wait_for(
+                lambda: runner.stats()["courier.record_parcel"].applied >= 40,
+                message="the counter followed the commits",
+            )
             stats = runner.stats()["courier.record_parcel"]
         counts = applied_counts(engine)
     assert set(counts) == {str(event.event_id) for event in events}
