@@ -19,7 +19,7 @@ import anyio
 import structlog
 from sqlalchemy import Engine, text
 
-from .table import outbox
+from .table import SCHEMA_LOCK_KEY, outbox
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -56,15 +56,25 @@ KEEPALIVE_SECONDS = 30.0
 
 
 def install_notify_trigger(bind: Engine | Connection) -> bool:
-    """Install the NOTIFY trigger on PostgreSQL (idempotent); False, doing nothing, elsewhere."""
+    """Install the NOTIFY trigger on PostgreSQL (idempotent); False, doing nothing, elsewhere.
+
+    Safe from several processes at once: it takes the schema lock (``SCHEMA_LOCK_KEY``) first,
+    in the transaction that runs the DDL (concurrent ``CREATE OR REPLACE FUNCTION`` fails with
+    "tuple concurrently updated" otherwise).
+    """
     if bind.dialect.name != "postgresql":
         return False
     if isinstance(bind, Engine):
         with bind.begin() as connection:
-            _execute_all(connection, INSTALL_DDL)
+            _install(connection)
     else:
-        _execute_all(bind, INSTALL_DDL)
+        _install(bind)
     return True
+
+
+def _install(connection: Connection) -> None:
+    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+    _execute_all(connection, INSTALL_DDL)
 
 
 def _execute_all(connection: Connection, statements: tuple[str, ...]) -> None:

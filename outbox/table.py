@@ -44,6 +44,10 @@ NAMING_CONVENTION: Final = {
 #: Metadata of every eventseam table; Alembic and the Django migrations mirror it.
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
+#: pg_advisory_xact_lock key every process takes before changing eventseam's schema on
+#: PostgreSQL (the migrations, the NOTIFY trigger), so that concurrent starts serialize ("evsm").
+SCHEMA_LOCK_KEY: Final = 0x6576736D
+
 #: Auto-incrementing 64-bit key on PostgreSQL, SQLite's INTEGER PRIMARY KEY AUTOINCREMENT (rowid,
 #: never reused) on SQLite.
 SEQ_TYPE = BigInteger().with_variant(Integer(), "sqlite")

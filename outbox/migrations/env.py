@@ -8,19 +8,17 @@ advisory lock serializes concurrent upgrades (several app instances starting at 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 from alembic import context
 from sqlalchemy import Connection, text
 
 from outbox.errors import MigrationError
 from outbox.migrate import VERSION_TABLE, schema_metadata
+from outbox.table import SCHEMA_LOCK_KEY
 
 if TYPE_CHECKING:
     from alembic.runtime.environment import NameFilterParentNames, NameFilterType
-
-#: pg_advisory_xact_lock key shared by every process migrating the outbox ("evsm" in ASCII).
-ADVISORY_LOCK_KEY: Final = 0x6576736D
 
 
 def include_name(
@@ -41,9 +39,7 @@ def run_migrations(connection: Connection) -> None:
     )
     with context.begin_transaction():
         if connection.dialect.name == "postgresql":
-            connection.execute(
-                text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY}
-            )
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
         context.run_migrations()
 
 
