@@ -18,16 +18,26 @@ import anyio.to_thread
 
 from tests.kafka_broker import Record, read_topic, wait_for
 from tests.reliability.app import create_database, worker_environment
+from tests.reliability.figures import database_name, record_figures
 from tests.reliability.processes import Fleet, chaos, relay_environment
-from tests.reliability.verify import applied_count, applied_figures, topic_figures, topic_ids
+from tests.reliability.verify import (
+    applied_count,
+    applied_figures,
+    failed_bounds,
+    order_detail,
+    topic_figures,
+    topic_ids,
+)
 from tests.reliability.workload import Workload, pending_rows
 
 if TYPE_CHECKING:
     import random
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
     from pathlib import Path
 
     from sqlalchemy import Engine
+
+    from tests.reliability.figures import Figure, Run
 
 APP = "tests.reliability.app:worker_app"
 
@@ -89,6 +99,22 @@ async def run_stream(
         return await _run(stream, workload, engine, kill_roles, kills, rate, rng, progress, pause)
     finally:
         engine.dispose()
+
+
+def check_stream(
+    stream: Stream,
+    scenario: str,
+    figures: Mapping[str, Figure],
+    bounds: Mapping[str, str],
+    run: Run,
+    *,
+    kills: int,
+) -> None:
+    """Record the figures of ``scenario``, then assert at least ``kills`` kills, every bound and clean exits."""
+    record_figures(scenario, database_name(stream.database_url), figures, bounds=bounds, run=run)
+    assert int(figures["kills"]) >= kills, figures
+    assert failed_bounds(figures, bounds) == [], (figures, order_detail(stream.records))
+    assert set(stream.codes.values()) == {0}, stream.codes
 
 
 async def _run(

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.reliability.figures import Run, database_name, record_figures
-from tests.reliability.stream import Stream, consumed, published, run_stream
-from tests.reliability.verify import DELIVERY_BOUNDS, failed_bounds, order_detail
+from tests.reliability.figures import Run
+from tests.reliability.stream import Stream, check_stream, consumed, published, run_stream
+from tests.reliability.verify import DELIVERY_BOUNDS
 from tests.reliability.workload import Workload
 
 if TYPE_CHECKING:
@@ -53,8 +53,4 @@ async def test_three_relays_and_two_workers_killed_at_random_keep_order(
         progress=moved,
     )
     figures |= {"relays": 3, "workers": 2, "seed": seed}
-    database = database_name(database_url)
-    record_figures("10-many-processes", database, figures, bounds=DELIVERY_BOUNDS, run=run)
-    assert figures["kills"] >= scale.many_kills
-    assert failed_bounds(figures, DELIVERY_BOUNDS) == [], (figures, order_detail(stream.records))
-    assert set(stream.codes.values()) == {0}, stream.codes
+    check_stream(stream, "10-many-processes", figures, DELIVERY_BOUNDS, run, kills=scale.many_kills)

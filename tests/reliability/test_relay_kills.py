@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from engine.settings import RelaySettings
-from tests.reliability.figures import Run, database_name, record_figures
-from tests.reliability.stream import Stream, published, run_stream
-from tests.reliability.verify import DELIVERY_BOUNDS, failed_bounds, order_detail
+from tests.reliability.figures import Run
+from tests.reliability.stream import Stream, check_stream, published, run_stream
+from tests.reliability.verify import DELIVERY_BOUNDS
 from tests.reliability.workload import Workload
 
 if TYPE_CHECKING:
@@ -49,8 +49,4 @@ async def test_relay_sigkilled_at_random_loses_nothing(
     )
     figures |= {"batch_size": BATCH_SIZE, "seed": seed}
     bounds = {**DELIVERY_BOUNDS, "duplicates": f"<= {figures['kills'] * BATCH_SIZE}"}
-    database = database_name(database_url)
-    record_figures("1-relay-kills", database, figures, bounds=bounds, run=run)
-    assert figures["kills"] >= scale.relay_kills
-    assert failed_bounds(figures, bounds) == [], (figures, order_detail(stream.records))
-    assert set(stream.codes.values()) == {0}, stream.codes
+    check_stream(stream, "1-relay-kills", figures, bounds, run, kills=scale.relay_kills)

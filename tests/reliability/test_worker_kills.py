@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.reliability.figures import Run, database_name, record_figures
-from tests.reliability.stream import Stream, consumed, run_stream
-from tests.reliability.verify import DELIVERY_BOUNDS, failed_bounds, order_detail
+from tests.reliability.figures import Run
+from tests.reliability.stream import Stream, check_stream, consumed, run_stream
+from tests.reliability.verify import DELIVERY_BOUNDS
 from tests.reliability.workload import Workload
 
 if TYPE_CHECKING:
@@ -46,8 +46,4 @@ async def test_worker_sigkilled_every_few_seconds_loses_nothing(
         pause=(1.0, 3.0),
     )
     figures["seed"] = seed
-    database = database_name(database_url)
-    record_figures("5-worker-kills", database, figures, bounds=DELIVERY_BOUNDS, run=run)
-    assert figures["kills"] >= scale.worker_kills
-    assert failed_bounds(figures, DELIVERY_BOUNDS) == [], (figures, order_detail(stream.records))
-    assert set(stream.codes.values()) == {0}, stream.codes
+    check_stream(stream, "5-worker-kills", figures, DELIVERY_BOUNDS, run, kills=scale.worker_kills)
