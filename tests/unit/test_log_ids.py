@@ -20,7 +20,6 @@ from engine.contexts import BoundedContext
 from engine.events import DomainEvent, new_event_id
 from engine.modes import Mode
 from engine.retry import RetryPolicy
-from engine.runner import ConsumerRunner
 from engine.seam import EventSeam
 from engine.settings import BusSettings, ConsumerSettings, EventSeamSettings, RelaySettings
 from outbox.claim import FailedRow, PendingRow
@@ -29,7 +28,7 @@ from outbox.lanes import Dispatcher
 from outbox.parked import Failures
 from outbox.table import Status, metadata
 from tests.unit.fake_records import FakeRecord
-from tests.unit.test_runner_batches import FakeConsumer, FakePublisher
+from tests.unit.test_runner_batches import FakeConsumer, fake_runner
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, MutableMapping, Sequence
@@ -38,6 +37,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from engine.handler_context import HandlerContext
+    from engine.runner import ConsumerRunner
 
 pytestmark = pytest.mark.anyio
 
@@ -163,27 +163,13 @@ async def runner_over(
         relay=RelaySettings(topic_prefix="unit."), contexts={"meter": Mode.BROKER}
     )
     seam = EventSeam(settings, [meter, billing], session_factory=sessionmaker(engine))
-    consumers: list[FakeConsumer] = []
-
-    def factory(group_id: str, topics: Sequence[str]) -> FakeConsumer:
-        consumers.append(FakeConsumer(group_id, [list(batch)]))
-        return consumers[-1]
-
-    async def no_topics(topic: str, context: str) -> None:
-        return None
-
-    runner = ConsumerRunner(
-        seam,
-        ["billing"],
-        settings=ConsumerSettings(max_attempts=2, backoff_initial=0.001, backoff_max=0.002),
-        consumers=factory,
-        dead_letters=FakePublisher(),
-        create_topics=no_topics,
-    )
-    async with anyio.create_task_group() as group:
-        await group.start(runner.run)
+    consumer_settings = ConsumerSettings(max_attempts=2, backoff_initial=0.001, backoff_max=0.002)
+    async with fake_runner(seam, ["billing"], [batch], consumer_settings) as (
+        runner,
+        consumers,
+        _,
+    ):
         yield runner, consumers
-        runner.stop()
 
 
 async def test_runner_lines_carry_the_event_ids_handler_and_attempt(tmp_path: Path) -> None:

@@ -136,6 +136,47 @@ def spoke(n: int, fail_times: int = 0) -> SpokeTurned:
 
 
 @asynccontextmanager
+async def fake_runner(
+    seam: EventSeam,
+    contexts: list[str],
+    batches: list[list[FakeRecord]],
+    settings: ConsumerSettings,
+    *,
+    topics: list[str] | None = None,
+) -> AsyncIterator[tuple[ConsumerRunner, list[FakeConsumer], FakePublisher]]:
+    """A running ConsumerRunner of ``contexts`` whose consumers each serve ``batches``.
+
+    Dead letters go to a FakePublisher, no topic is created; ``topics``: what every consumer
+    must be asked to read (checked). Yields the runner, its consumers and the publisher; the
+    runner is stopped on exit.
+    """
+    consumers: list[FakeConsumer] = []
+
+    def factory(group_id: str, asked: Sequence[str]) -> FakeConsumer:
+        if topics is not None:
+            assert list(asked) == topics
+        consumers.append(FakeConsumer(group_id, list(batches)))
+        return consumers[-1]
+
+    async def no_topics(topic: str, context: str) -> None:
+        return None
+
+    publisher = FakePublisher()
+    runner = ConsumerRunner(
+        seam,
+        contexts,
+        settings=settings,
+        consumers=factory,
+        dead_letters=publisher,
+        create_topics=no_topics,
+    )
+    async with anyio.create_task_group() as group:
+        await group.start(runner.run)
+        yield runner, consumers, publisher
+        runner.stop()
+
+
+@asynccontextmanager
 async def running(
     engine: Engine, batches: list[list[FakeRecord]], **overrides: Any
 ) -> AsyncIterator[tuple[ConsumerRunner, FakeConsumer, FakePublisher]]:
@@ -150,29 +191,13 @@ async def running(
         "backoff_max": 0.002,
         **overrides,
     }
-    consumers: list[FakeConsumer] = []
-
-    def factory(group_id: str, topics: Sequence[str]) -> FakeConsumer:
-        assert list(topics) == [TOPIC]
-        consumers.append(FakeConsumer(group_id, list(batches)))
-        return consumers[-1]
-
-    async def no_topics(topic: str, context: str) -> None:
-        return None
-
-    publisher = FakePublisher()
-    runner = ConsumerRunner(
-        seam,
-        ["wheel"],
-        settings=ConsumerSettings(**values),
-        consumers=factory,
-        dead_letters=publisher,
-        create_topics=no_topics,
-    )
-    async with anyio.create_task_group() as group:
-        await group.start(runner.run)
+    consumer_settings = ConsumerSettings(**values)
+    async with fake_runner(seam, ["wheel"], batches, consumer_settings, topics=[TOPIC]) as (
+        runner,
+        consumers,
+        publisher,
+    ):
         yield runner, consumers[0], publisher
-        runner.stop()
 
 
 async def settle(condition: Any, within: float = 10.0) -> None:

@@ -20,7 +20,6 @@ from engine.contexts import BoundedContext
 from engine.dead_letter_topic import read_dead_letter
 from engine.events import DomainEvent
 from engine.modes import Mode
-from engine.runner import ConsumerRunner
 from engine.seam import EventSeam
 from engine.settings import ConsumerSettings, EventSeamSettings, RelaySettings
 from outbox.inbox_table import inbox
@@ -30,12 +29,15 @@ from tests.unit.test_runner_batches import (
     TOPIC,
     FakeConsumer,
     FakePublisher,
+    fake_runner,
     settle,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator, Sequence
+    from collections.abc import AsyncIterator, Iterator
     from pathlib import Path
+
+    from engine.runner import ConsumerRunner
 
 pytestmark = pytest.mark.anyio
 
@@ -95,30 +97,14 @@ async def running(
         relay=RelaySettings(topic_prefix="unit."), contexts={"yard": Mode.BROKER}
     )
     seam = EventSeam(settings, [yard, crane], session_factory=sessionmaker(engine))
-    consumers: list[FakeConsumer] = []
-
-    def factory(group_id: str, topics: Sequence[str]) -> FakeConsumer:
-        consumers.append(FakeConsumer(group_id, list(batches)))
-        return consumers[-1]
-
-    async def no_topics(topic: str, context: str) -> None:
-        return None
-
-    publisher = FakePublisher()
     values: dict[str, Any] = {"max_attempts": 2, "backoff_initial": 0.001, **overrides}
-    runner = ConsumerRunner(
-        seam,
-        ["crane"],
-        settings=ConsumerSettings(**values),
-        consumers=factory,
-        dead_letters=publisher,
-        create_topics=no_topics,
-    )
-    async with anyio.create_task_group() as group:
-        await group.start(runner.run)
+    async with fake_runner(seam, ["crane"], batches, ConsumerSettings(**values)) as (
+        runner,
+        consumers,
+        publisher,
+    ):
         yield runner, consumers[0], publisher
         gate.set()
-        runner.stop()
 
 
 def recorded(engine: Engine) -> int:
