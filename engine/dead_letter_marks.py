@@ -30,12 +30,12 @@ ignored and replaced.
 
 A mark matters only while its record can still be delivered to its handler again, which the
 inbox's window bounds as well (InboxSettings.retention_seconds): marks older than it are purged
-with the inbox rows, by the relay's Purger and by ``eventseam inbox purge`` (``purge``).
+with the inbox rows, by the relay's Purger and by ``eventseam inbox purge`` (``purge_statement``).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final, Protocol
 
 import anyio.to_thread
@@ -47,7 +47,6 @@ from outbox.dead_letter_table import dlq_sent
 
 from .dead_letter_topic import is_dead_letter_of
 from .errors import ConsumeError
-from .expiry import delete_in_batches
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -89,18 +88,10 @@ def _where(handler: str, record: Record) -> ColumnElement[bool]:
 
 
 def purge_statement() -> Delete:
-    """DELETE of up to ``:limit`` marks made before ``:cutoff`` (``purge``, the relay's Purger)."""
+    """DELETE of up to ``:limit`` marks made before ``:cutoff`` (``eventseam inbox purge``, the relay's Purger)."""
     key = (dlq_sent.c.handler, dlq_sent.c.topic, dlq_sent.c.partition_no, dlq_sent.c.record_offset)
     doomed = select(*key).where(dlq_sent.c.marked_at < bindparam("cutoff"))
     return delete(dlq_sent).where(tuple_(*key).in_(doomed.limit(bindparam("limit"))))
-
-
-def purge(connection: Connection, older_than: timedelta, batch: int, *, now: datetime) -> int:
-    """Delete marks made more than ``older_than`` before ``now``, ``batch`` per transaction.
-
-    Commits after every batch (engine.expiry.delete_in_batches); returns the number deleted.
-    """
-    return delete_in_batches(connection, purge_statement(), now - older_than, batch)
 
 
 def state_of(connection: Connection, handler: str, record: Record) -> str | None:

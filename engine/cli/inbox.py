@@ -19,9 +19,10 @@ import click
 from sqlalchemy import create_engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from engine import dead_letter_marks
 from engine import inbox as inbox_rows
 from engine.cli.options import settings_or_fail, url_option
+from engine.dead_letter_marks import purge_statement as marks_purge_statement
+from engine.expiry import delete_in_batches
 
 from .since import since_callback
 
@@ -53,7 +54,7 @@ def purge(url: str | None, cutoff: datetime | None, batch: int | None) -> None:
         with engine.connect() as connection:
             size = batch or settings.inbox.purge_batch
             deleted = inbox_rows.purge(connection, now - cutoff, size, now=now)
-            marks = dead_letter_marks.purge(connection, now - cutoff, size, now=now)
+            marks = delete_in_batches(connection, marks_purge_statement(), cutoff, size)
     except SQLAlchemyError as exc:
         raise click.ClickException(f"database error: {exc}") from exc
     finally:
