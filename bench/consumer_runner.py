@@ -16,8 +16,8 @@ reads every record:
 
 Both use fetch_max_wait_ms=100 and max_poll_records=M; the runner applies up to
 ``--max-batch-records`` (default: ConsumerSettings' default) per transaction (group commit). With ``--gc-freeze`` both
-tune the collector as ``eventseam worker`` does (``tune_for_worker``: ``gc.freeze()`` of the
-startup heap, first threshold 50,000; the default leaves the collector
+tune the interpreter as ``eventseam worker`` does (``tune_for_worker``: ``gc.freeze()`` of the
+startup heap, first threshold 50,000, thread switch interval 1 ms; the default leaves the collector
 as a bare script has it, like the figures recorded before). The phases themselves are in
 bench.consumer_runner_phases. The clock starts when the first records
 reach user code (raw: the first non-empty getmany; runner: its consumer's first non-empty fetch)
@@ -208,8 +208,9 @@ def report(result: dict[str, Any], command: str) -> str:
         f"runner max_batch_records={result['max_batch_records']}; "
         f"{len(result['runs']['raw'])} alternating repetitions, each phase in a process of its own"
         + (
-            "; both tune the collector after startup as `eventseam worker` does"
-            " (gc.freeze(), first threshold 50,000: outbox.gc_tuning.tune_for_worker)."
+            "; both tune the interpreter after startup as `eventseam worker` does"
+            " (gc.freeze(), first threshold 50,000, switch interval 1 ms:"
+            " outbox.process_tuning.tune_for_worker)."
             if result["gc_freeze"]
             else "; no gc.freeze() (the worker CLI's; see --gc-freeze)."
         ),
@@ -252,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--gc-freeze",
         action="store_true",
-        help="tune the collector in both phases as `eventseam worker` does (tune_for_worker)",
+        help="tune both phases' interpreter as `eventseam worker` does (tune_for_worker)",
     )
     parser.add_argument("--phase", choices=["raw", "runner"], help=argparse.SUPPRESS)
     parser.add_argument("--bootstrap", help=argparse.SUPPRESS)

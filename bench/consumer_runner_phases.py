@@ -29,7 +29,7 @@ from engine.modes import Mode
 from engine.runner import ConsumerRunner
 from engine.seam import EventSeam
 from engine.settings import ConsumerSettings, EventSeamSettings, KafkaSettings, RelaySettings
-from outbox.gc_tuning import tune_for_worker
+from outbox.process_tuning import tune_for_worker
 
 if TYPE_CHECKING:
     import argparse

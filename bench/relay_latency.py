@@ -70,9 +70,9 @@ from engine.modes import Mode
 from engine.seam import EventSeam
 from engine.settings import EventSeamSettings, RelaySettings, TopicSettings
 from outbox import migrate
-from outbox.gc_tuning import tune_for_relay
 from outbox.kafka import producer_options
 from outbox.notify import DROP_TRIGGER, install_notify_trigger
+from outbox.process_tuning import tune_for_relay
 from outbox.relay import Relay
 
 if TYPE_CHECKING:
@@ -207,7 +207,7 @@ async def raw_producer_main(args: argparse.Namespace) -> dict[str, Any]:
 async def relay_main(args: argparse.Namespace) -> dict[str, Any]:
     """Run the relay until SIGTERM; report CPU seconds and peak RSS."""
     relay = Relay(settings_for(args, args.poll_interval))
-    tune_for_relay()  # as the relay command does (outbox.gc_tuning)
+    tune_for_relay()  # as the relay command does (outbox.process_tuning)
     stop = anyio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     async with anyio.create_task_group() as group:

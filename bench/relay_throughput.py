@@ -14,7 +14,7 @@ VACUUM ANALYZE, CHECKPOINT: every contestant starts from the same table):
 
     relay       outbox.relay.Relay with default RelaySettings and KafkaSettings (idempotence off:
                 the bundled broker refuses it), its process tuned as ``eventseam relay`` tunes
-                it (outbox.gc_tuning). Clock: from ``run``'s started (connected, holding its
+                it (outbox.process_tuning). Clock: from ``run``'s started (connected, holding its
                 slots) until every row is acknowledged and deleted.
     naive       one asyncpg connection; per transaction ``SELECT ... WHERE status = 'pending'
                 ORDER BY seq FOR UPDATE SKIP LOCKED LIMIT 500``, ``await producer.send()`` per
@@ -75,8 +75,8 @@ from engine.events import DomainEvent
 from engine.modes import Mode
 from engine.settings import EventSeamSettings, KafkaSettings, RelaySettings, TopicSettings
 from outbox import migrate
-from outbox.gc_tuning import tune_for_relay
 from outbox.kafka import KafkaTopicAdmin, producer_options
+from outbox.process_tuning import tune_for_relay
 from outbox.relay import Relay
 from outbox.topics import TopicSpec
 from outbox.writer import write
@@ -105,7 +105,7 @@ NOTES: Final = (
     "  the ceiling of the Kafka side, not relays. raw-send and raw-batch pick partitions from the",
     "  stored key hash (no murmur2); naive uses aiokafka's default partitioner (pure-Python",
     "  murmur2), as a naive relay would.",
-    "- The relay's subprocess calls `outbox.gc_tuning.tune_for_relay()` after building its Relay,",
+    "- The relay's subprocess calls `outbox.process_tuning.tune_for_relay()` after building its Relay,",
     "  as `eventseam relay` does (freeze startup objects, first collector threshold 10,000).",
     "- The relay's rate includes deleting every acknowledged row (in the background, one",
     "  statement per flush, `synchronous_commit = off`); the clock stops once the last delete",
@@ -323,7 +323,7 @@ async def run_relay(args: argparse.Namespace) -> dict[str, Any]:
         topics={CONTEXT: TopicSettings(partitions=args.partitions)},
     )
     relay, meter = Relay(settings), Meter()
-    tune_for_relay()  # as the relay command does (outbox.gc_tuning)
+    tune_for_relay()  # as the relay command does (outbox.process_tuning)
     async with anyio.create_task_group() as group:
         await group.start(relay.run)
         meter.start()

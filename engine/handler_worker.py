@@ -22,7 +22,7 @@ import structlog
 
 from outbox.crash_points import CRASH_AT, crash_point
 from outbox.errors import PermanentPublishError, PublishError
-from outbox.gc_tuning import collector_paused
+from outbox.process_tuning import collector_paused
 
 from . import metrics
 from .apply_queue import ApplyQueue, Waiting

@@ -134,7 +134,7 @@ def with_bundled_broker(settings: EventSeamSettings, bootstrap_servers: str) -> 
 
 async def serve(settings: EventSeamSettings, *, sample_outbox: bool = False) -> None:
     """Run a Relay until a signal stops it; ``sample_outbox`` also sets the outbox gauges."""
-    from outbox.gc_tuning import tune_for_relay
+    from outbox.process_tuning import tune_for_relay
     from outbox.relay import Relay
 
     relay = Relay(settings)

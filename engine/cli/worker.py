@@ -40,8 +40,8 @@ from engine.errors import SettingsError, UnknownContextError
 from engine.modes import Mode
 from outbox import migrate
 from outbox.errors import KafkaSecurityError, SchemaOutOfDateError
-from outbox.gc_tuning import tune_for_worker
 from outbox.kafka_security import first_security_error
+from outbox.process_tuning import tune_for_worker
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

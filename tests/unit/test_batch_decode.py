@@ -15,7 +15,7 @@ from engine.codec import decode, encode
 from engine.errors import DecodeError
 from engine.events import DomainEvent
 from engine.registry import EventRegistry
-from outbox.gc_tuning import collector_paused
+from outbox.process_tuning import collector_paused
 from tests.unit.fake_records import FakeRecord
 
 if TYPE_CHECKING:

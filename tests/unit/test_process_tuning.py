@@ -1,15 +1,18 @@
-"""outbox.gc_tuning.tune_for_relay/worker: freeze startup objects and raise the first threshold only."""
+"""outbox.process_tuning.tune_for_relay/worker: freeze startup objects and raise the first threshold
+only; the worker shortens the thread switch interval only."""
 
 from __future__ import annotations
 
 import gc
+import sys
 from typing import TYPE_CHECKING
 
 import pytest
 
-from outbox.gc_tuning import (
+from outbox.process_tuning import (
     RELAY_GEN0_THRESHOLD,
     WORKER_GEN0_THRESHOLD,
+    WORKER_SWITCH_INTERVAL,
     tune_for_relay,
     tune_for_worker,
 )
@@ -20,10 +23,11 @@ if TYPE_CHECKING:
 
 @pytest.fixture
 def restored_collector() -> Iterator[None]:
-    thresholds = gc.get_threshold()
+    thresholds, interval = gc.get_threshold(), sys.getswitchinterval()
     yield
     gc.unfreeze()
     gc.set_threshold(*thresholds)
+    sys.setswitchinterval(interval)
 
 
 @pytest.mark.usefixtures("restored_collector")
@@ -44,3 +48,19 @@ def test_never_lowers_a_higher_threshold() -> None:
     tune_for_relay()
     tune_for_worker()
     assert gc.get_threshold() == (80_000, 20, 30)
+
+
+@pytest.mark.usefixtures("restored_collector")
+def test_only_the_worker_shortens_the_switch_interval() -> None:
+    sys.setswitchinterval(0.005)
+    tune_for_relay()
+    assert sys.getswitchinterval() == pytest.approx(0.005, abs=2e-6)
+    tune_for_worker()
+    assert sys.getswitchinterval() == pytest.approx(WORKER_SWITCH_INTERVAL, abs=2e-6)
+
+
+@pytest.mark.usefixtures("restored_collector")
+def test_the_worker_never_lengthens_a_shorter_switch_interval() -> None:
+    sys.setswitchinterval(0.0005)
+    tune_for_worker()
+    assert sys.getswitchinterval() == pytest.approx(0.0005, abs=2e-6)  # kept in microseconds
