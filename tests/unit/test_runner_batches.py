@@ -177,27 +177,46 @@ async def fake_runner(
 
 
 @asynccontextmanager
+async def handler_runner(
+    engine: Engine,
+    owner: BoundedContext,
+    handling: BoundedContext,
+    batches: list[list[FakeRecord]],
+    settings: ConsumerSettings,
+    *,
+    topics: list[str] | None = None,
+) -> AsyncIterator[tuple[ConsumerRunner, FakeConsumer, FakePublisher]]:
+    """``fake_runner`` of ``handling``'s handlers on ``engine``, ``owner`` (the context owning
+    their events) in broker mode; yields its single FakeConsumer."""
+    seam = EventSeam(
+        EventSeamSettings(
+            relay=RelaySettings(topic_prefix="unit."), contexts={owner.name: Mode.BROKER}
+        ),
+        [owner, handling],
+        session_factory=sessionmaker(engine),
+    )
+    async with fake_runner(seam, [handling.name], batches, settings, topics=topics) as (
+        runner,
+        consumers,
+        publisher,
+    ):
+        yield runner, consumers[0], publisher
+
+
+@asynccontextmanager
 async def running(
     engine: Engine, batches: list[list[FakeRecord]], **overrides: Any
 ) -> AsyncIterator[tuple[ConsumerRunner, FakeConsumer, FakePublisher]]:
     """A runner over a FakeConsumer holding ``batches``; stopped on exit."""
-    settings = EventSeamSettings(
-        relay=RelaySettings(topic_prefix="unit."), contexts={"hub": Mode.BROKER}
-    )
-    seam = EventSeam(settings, [hub, wheel], session_factory=sessionmaker(engine))
     values: dict[str, Any] = {
         "max_attempts": 3,
         "backoff_initial": 0.001,
         "backoff_max": 0.002,
         **overrides,
     }
-    consumer_settings = ConsumerSettings(**values)
-    async with fake_runner(seam, ["wheel"], batches, consumer_settings, topics=[TOPIC]) as (
-        runner,
-        consumers,
-        publisher,
-    ):
-        yield runner, consumers[0], publisher
+    settings = ConsumerSettings(**values)
+    async with handler_runner(engine, hub, wheel, batches, settings, topics=[TOPIC]) as ran:
+        yield ran
 
 
 async def settle(condition: Any, within: float = 10.0) -> None:

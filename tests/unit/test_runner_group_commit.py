@@ -13,15 +13,12 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 from sqlalchemy import Engine, create_engine, func, select
-from sqlalchemy.orm import sessionmaker
 
 from engine.codec import encode
 from engine.contexts import BoundedContext
 from engine.dead_letter_topic import read_dead_letter
 from engine.events import DomainEvent
-from engine.modes import Mode
-from engine.seam import EventSeam
-from engine.settings import ConsumerSettings, EventSeamSettings, RelaySettings
+from engine.settings import ConsumerSettings
 from outbox.inbox_table import inbox
 from outbox.table import metadata
 from tests.unit.fake_records import FakeRecord
@@ -29,7 +26,7 @@ from tests.unit.test_runner_batches import (
     TOPIC,
     FakeConsumer,
     FakePublisher,
-    fake_runner,
+    handler_runner,
     settle,
 )
 
@@ -93,17 +90,9 @@ async def running(
     engine: Engine, batches: list[list[FakeRecord]], **overrides: Any
 ) -> AsyncIterator[tuple[ConsumerRunner, FakeConsumer, FakePublisher]]:
     """A runner of crane's handler over a FakeConsumer holding ``batches``; stopped on exit."""
-    settings = EventSeamSettings(
-        relay=RelaySettings(topic_prefix="unit."), contexts={"yard": Mode.BROKER}
-    )
-    seam = EventSeam(settings, [yard, crane], session_factory=sessionmaker(engine))
     values: dict[str, Any] = {"max_attempts": 2, "backoff_initial": 0.001, **overrides}
-    async with fake_runner(seam, ["crane"], batches, ConsumerSettings(**values)) as (
-        runner,
-        consumers,
-        publisher,
-    ):
-        yield runner, consumers[0], publisher
+    async with handler_runner(engine, yard, crane, batches, ConsumerSettings(**values)) as ran:
+        yield ran
         gate.set()
 
 
