@@ -53,6 +53,7 @@ from sqlalchemy.orm import Session
 
 from outbox.inbox_table import inbox
 
+from .dead_letter_marks import purge_statement as marks_purge_statement
 from .expiry import delete_in_batches
 
 if TYPE_CHECKING:
@@ -314,6 +315,13 @@ def purge_statement() -> Delete:
         .limit(bindparam("limit"))
     )
     return delete(inbox).where(tuple_(inbox.c.handler, inbox.c.event_id).in_(doomed))
+
+
+def window_purge_statements() -> tuple[Delete, Delete]:
+    """The purge statements of every row kept for the inbox's window (InboxSettings): the inbox
+    rows', then the runner's dead-letter marks' (engine.dead_letter_marks); for
+    ``engine.expiry.delete_in_batches`` and the relay's Purger."""
+    return purge_statement(), marks_purge_statement()
 
 
 async def claim_async(

@@ -23,8 +23,7 @@ import structlog
 from sqlalchemy import bindparam, delete, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from engine.dead_letter_marks import purge_statement as marks_purge_statement
-from engine.inbox import purge_statement as inbox_purge_statement
+from engine.inbox import window_purge_statements
 
 from .claim import Link
 from .table import Status, outbox
@@ -73,8 +72,7 @@ class Purger:
             _purge_statement(Status.PUBLISHED, by_published=True),
             _purge_statement(Status.LOCAL, by_published=False),
         )
-        # the inbox rows and the dead-letter marks, both kept for the inbox's window
-        self._inbox_statements = (inbox_purge_statement(), marks_purge_statement())
+        self._inbox_statements = window_purge_statements()
 
     async def purge_once(self) -> int:
         """Delete every expired outbox row, ``purge_batch`` at a time; how many were deleted."""

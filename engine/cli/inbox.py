@@ -21,7 +21,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from engine import inbox as inbox_rows
 from engine.cli.options import settings_or_fail, url_option
-from engine.dead_letter_marks import purge_statement as marks_purge_statement
 from engine.expiry import delete_in_batches
 
 from .since import since_callback
@@ -53,8 +52,10 @@ def purge(url: str | None, cutoff: datetime | None, batch: int | None) -> None:
     try:
         with engine.connect() as connection:
             size = batch or settings.inbox.purge_batch
-            deleted = inbox_rows.purge(connection, now - cutoff, size, now=now)
-            marks = delete_in_batches(connection, marks_purge_statement(), cutoff, size)
+            deleted, marks = (
+                delete_in_batches(connection, statement, cutoff, size)
+                for statement in inbox_rows.window_purge_statements()
+            )
     except SQLAlchemyError as exc:
         raise click.ClickException(f"database error: {exc}") from exc
     finally:
