@@ -1,15 +1,17 @@
 """Kafka through aiokafka: the relay's producer (a Publisher) and topic administration.
 
-This is the only module that imports aiokafka. Everything it raises is an OutboxError:
+This module (with outbox.record_batch, which builds the batches) is where the outbox meets
+aiokafka. Everything it raises is an OutboxError:
 PublishError (retriable: broker down, leader moving, topic being re-created, timeouts) or
 PermanentPublishError (the same records will fail again: too large, topic not authorized,
 invalid topic). Broker errors that are not listed as permanent count as retriable, so an
 unexpected error keeps rows pending instead of parking them.
 
-Performance (DESIGN.md, "The relay"): the relay builds one producer batch per partition with
-``new_batch``/``send`` (aiokafka's create_batch/send_batch), closes it before handing it over so
-it never waits out ``linger_ms``, and picks partitions itself from the key hash stored at write
-time (aiokafka's pure-Python murmur2 never runs in the relay).
+Performance (DESIGN.md, "The relay"): the relay fills one batch per partition with
+``new_batch``/``send`` (an outbox.record_batch.RecordBatch made of the rows' stored bytes,
+handed to aiokafka's send_batch closed, so it never waits out ``linger_ms``), and picks
+partitions itself from the key hash stored at write time (aiokafka's pure-Python murmur2 never
+runs in the relay).
 
 The producer never asks the broker to auto-create a topic: a broker that lost its topics
 (restart of a memory broker, deleted topic) must not bring them back with broker-default
@@ -30,12 +32,14 @@ from aiokafka import errors as kafka_errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.protocol.metadata import MetadataRequest
-from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
+from engine.record_wire import encode_headers
 
 from .errors import PermanentPublishError, PublishError
 from .kafka_security import diagnose_tls
 from .kafka_security import security_options as security_options
 from .murmur2 import key_hash
+from .record_batch import BATCH_OVERHEAD, RecordBatch, record_size
 from .topics import TopicSpec, TopicState
 
 if TYPE_CHECKING:
@@ -45,7 +49,12 @@ if TYPE_CHECKING:
     from engine.settings import KafkaSettings
     from engine.types import Message
 
+    from .lanes import Batch
+
 log = structlog.get_logger(__name__)
+
+_Record = tuple[bytes | None, bytes, bytes]
+"""(key, value, headers in engine.record_wire's form)"""
 
 #: Broker answers that will not change for the same records: the rows are parked after K tries.
 PERMANENT_ERRORS: tuple[type[Exception], ...] = (
@@ -113,39 +122,6 @@ def forbid_auto_create(client: Any, on_connect: Callable[[], None] | None = None
         return conn
 
     client._get_conn = _get_conn
-
-
-class PartitionBatch:
-    """Records for one topic partition, filled by the caller and sent as one producer batch.
-
-    ``append`` writes straight into aiokafka's record builder (the C one when compiled), skipping
-    ``BatchBuilder.append``'s per-record wrapper; ``KafkaPublisher.send`` hands the record count
-    back to the BatchBuilder before it goes out.
-    """
-
-    __slots__ = ("_builder", "_count", "_records", "partition", "topic")
-
-    def __init__(self, builder: Any, topic: str, partition: int) -> None:
-        self._builder = builder
-        self._records = builder._builder
-        self._count = 0
-        self.topic, self.partition = topic, partition
-
-    def append(self, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> bool:
-        """Add a record; False when the batch is full (the record was not added)."""
-        if self._records.append(self._count, None, key, value, headers) is None:
-            return False
-        self._count += 1
-        return True
-
-    def seal(self) -> Any:
-        """The aiokafka BatchBuilder, closed, with the records appended here counted."""
-        self._builder._relative_offset = self._count
-        self._builder.close()
-        return self._builder
-
-    def __len__(self) -> int:
-        return self._count
 
 
 class Delivery:
@@ -248,19 +224,20 @@ class KafkaPublisher:
         except kafka_errors.KafkaError as exc:
             raise translate(exc, topic) from exc
 
-    def record_size(self, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> int:
-        """Upper bound of the bytes one record takes in a batch."""
-        return int(DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers))
+    def record_size(self, key: bytes | None, value: bytes, headers: bytes) -> int:
+        """Bytes one record takes in a batch (``headers`` in engine.record_wire's form)."""
+        return BATCH_OVERHEAD + record_size(key, value, headers)
 
-    def new_batch(self, topic: str, partition: int) -> PartitionBatch:
+    def new_batch(self, topic: str, partition: int) -> RecordBatch:
         """An empty batch for ``topic``/``partition`` (its capacity is ``max_batch_size``)."""
-        return PartitionBatch(self.producer.create_batch(), topic, partition)
+        return RecordBatch(topic, partition, self.settings.max_batch_size)
 
-    async def send(self, batch: PartitionBatch) -> Delivery:
-        """Hand ``batch`` to the producer now (it does not wait for ``linger_ms``)."""
-        builder = batch.seal()
+    async def send(self, batch: Batch) -> Delivery:
+        """Hand ``batch`` (one of ``new_batch``'s) to the producer now (no wait for ``linger_ms``)."""
+        if not isinstance(batch, RecordBatch):
+            raise TypeError(f"send() takes a batch from new_batch(), not {type(batch).__name__}")
         try:
-            future = await self.producer.send_batch(builder, batch.topic, partition=batch.partition)
+            future = await self.producer.send_batch(batch, batch.topic, partition=batch.partition)
         except kafka_errors.KafkaError as exc:
             raise translate(exc, batch.topic) from exc
         except AssertionError as exc:  # aiokafka asserts the partition is in its metadata
@@ -275,18 +252,18 @@ class KafkaPublisher:
         Raises PermanentPublishError before sending anything when a message is over
         ``max_request_size``, and the first PublishError of a failed partition otherwise.
         """
-        for message in messages:
-            if (
-                self.record_size(message.key, message.value, message.headers)
-                > self.max_record_bytes
-            ):
+        records = [
+            (message.key, message.value, encode_headers(message.headers)) for message in messages
+        ]
+        for record in records:
+            if self.record_size(*record) > self.max_record_bytes:
                 raise PermanentPublishError(topic, "a record is larger than max_request_size")
         count = await self.partitions(topic)
-        by_partition: dict[int, list[Message]] = defaultdict(list)
-        for message in messages:
-            key = message.key
+        by_partition: dict[int, list[_Record]] = defaultdict(list)
+        for record in records:
+            key = record[0]
             partition = random.randrange(count) if key is None else key_hash(key) % count
-            by_partition[partition].append(message)
+            by_partition[partition].append(record)
         errors: list[PublishError] = []
         async with anyio.create_task_group() as group:
             for partition, partition_messages in by_partition.items():
@@ -297,16 +274,14 @@ class KafkaPublisher:
             raise errors[0]
 
     async def _publish_partition(
-        self, topic: str, partition: int, messages: list[Message], errors: list[PublishError]
+        self, topic: str, partition: int, records: list[_Record], errors: list[PublishError]
     ) -> None:
-        """Send ``messages`` batch after batch (each after the previous one's acknowledgement)."""
+        """Send ``records`` batch after batch (each after the previous one's acknowledgement)."""
         index = 0
         try:
-            while index < len(messages):
+            while index < len(records):
                 batch = self.new_batch(topic, partition)
-                while index < len(messages) and batch.append(
-                    messages[index].key, messages[index].value, list(messages[index].headers)
-                ):
+                while index < len(records) and batch.append(*records[index]):
                     index += 1
                 await (await self.send(batch)).wait()
         except PublishError as exc:

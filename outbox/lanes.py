@@ -9,6 +9,11 @@ lane stops, the rows stay pending, and the relay scans again from the start (aft
 for retriable failures). Acknowledged rows go to the Marker. A lane builds its first batch while
 the previous round's batch is still in flight, so the CPU work overlaps the broker's round trip.
 
+A row's stored headers are already its record's headers section (codec.encode_headers), so
+they are copied into the batch as they are; the row's writer (outbox.writer, through the codec)
+is what guarantees they are well formed. Headers an earlier build stored as JSON are read and
+re-encoded first, and headers that cannot be read park their row.
+
 After the producer reconnected (a broker restart), an acknowledgement counts only if the topic
 still exists: a memory broker that lost its topics acknowledges and drops records (Tansu does).
 
@@ -26,18 +31,17 @@ import structlog
 from sqlalchemy.exc import SQLAlchemyError
 from structlog.contextvars import bound_contextvars
 
-from engine.codec import decode_headers
+from engine.codec import decode_headers, encode_headers
 from engine.metrics import FAILED, PARKED, PUBLISHED, record_relay
 
 from .crash_points import CRASH_AT, crash_point
 from .errors import PermanentPublishError, PublishError
-from .stored_headers import stored_headers
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from .claim import Marker, PendingRow
-    from .kafka import Delivery, PartitionBatch
+    from .kafka import Delivery
     from .parked import Failures
     from .topics import Topics
 
@@ -46,24 +50,37 @@ log = structlog.get_logger(__name__)
 Lane = tuple[str, int]
 """(topic, partition)"""
 
-_Filled = tuple[
-    "PartitionBatch", list["PendingRow"], list[tuple["PendingRow", PermanentPublishError]], int
-]
+_Filled = tuple["Batch", list["PendingRow"], list[tuple["PendingRow", PermanentPublishError]], int]
 
 #: Bytes a record may take beyond key + value + stored headers (varints, record and batch headers).
 _RECORD_OVERHEAD = 128
+#: How stored headers start when an earlier build wrote them as JSON (see codec.decode_headers).
+_JSON_START = b"["
 
 
 def row_log_ids(row: PendingRow) -> dict[str, str]:
     """The ids a relay log line about ``row`` carries, from its stored headers (best effort)."""
     ids = {"event_type": row.event_type, "context": row.context}
     try:
-        headers = dict(stored_headers(row.headers) or decode_headers(row.headers))
+        headers = dict(decode_headers(row.headers))
     except (ValueError, UnicodeError):
         return ids  # undecodable headers: one of the reasons a row is parked
     event_id = headers.get("ce_id", b"").decode(errors="replace")
     correlation = headers.get("ce_correlationid", b"").decode(errors="replace")
     return ids | {"event_id": event_id, "correlation_id": correlation or event_id}
+
+
+class Batch(Protocol):
+    """Records for one topic partition (outbox.record_batch.RecordBatch)."""
+
+    topic: str
+    partition: int
+
+    def append(self, key: bytes, value: bytes, headers: bytes) -> bool:
+        """Add a record (``headers``: codec.encode_headers' form); False when the batch is full."""
+        ...
+
+    def __len__(self) -> int: ...
 
 
 class BatchPublisher(Protocol):
@@ -75,13 +92,11 @@ class BatchPublisher(Protocol):
     @property
     def connections(self) -> int: ...
 
-    def record_size(
-        self, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
-    ) -> int: ...
+    def record_size(self, key: bytes | None, value: bytes, headers: bytes) -> int: ...
 
-    def new_batch(self, topic: str, partition: int) -> PartitionBatch: ...
+    def new_batch(self, topic: str, partition: int) -> Batch: ...
 
-    async def send(self, batch: PartitionBatch) -> Delivery: ...
+    async def send(self, batch: Batch) -> Delivery: ...
 
 
 class _Tail:
@@ -240,7 +255,7 @@ class Dispatcher:
                 return True
             filled = self._fill(lane, rows, index)
 
-    async def _deliver(self, lane: Lane, batch: PartitionBatch, sent: list[PendingRow]) -> bool:
+    async def _deliver(self, lane: Lane, batch: Batch, sent: list[PendingRow]) -> bool:
         """Send one batch and hand its rows to the Marker once acknowledged; False: stop the lane."""
         connections = self._publisher.connections
         if CRASH_AT:
@@ -291,21 +306,22 @@ class Dispatcher:
         return batch, sent, rejected, index
 
     def _fill_plain(
-        self, batch: PartitionBatch, rows: list[PendingRow], index: int, sent: list[PendingRow]
+        self, batch: Batch, rows: list[PendingRow], index: int, sent: list[PendingRow]
     ) -> tuple[int, bool]:
         """The hot path of ``_fill`` while no aggregate is held back: (next index, batch full).
 
-        Stops at the first row that needs a closer look (headers the quick decoder leaves to the
-        JSON parser, a record that may be too large); ``_fill`` goes on from there.
+        The stored headers go into the batch as they are (they are the record's headers section).
+        Stops at the first row that needs a closer look (headers an earlier build stored as JSON,
+        a record that may be too large); ``_fill`` goes on from there.
         """
         limit = self._publisher.max_record_bytes - _RECORD_OVERHEAD
         append, end = batch.append, len(rows)
         while index < end:
             row = rows[index]
-            if len(row.key) * 4 + len(row.payload) + len(row.headers) > limit:
+            headers = row.headers
+            if len(row.key) * 4 + len(row.payload) + len(headers) > limit:
                 break
-            headers = stored_headers(row.headers)
-            if headers is None:
+            if headers[:1] == _JSON_START:
                 break
             if not append(row.key.encode(), row.payload, headers):
                 return index, True
@@ -320,12 +336,10 @@ class Dispatcher:
             return "skip"
         return "stop" if alone and row.seq in self._failures.suspects else None
 
-    def _record(
-        self, topic: str, row: PendingRow
-    ) -> list[tuple[str, bytes]] | PermanentPublishError:
-        """The row's headers, or why the row can never be sent as it is."""
+    def _record(self, topic: str, row: PendingRow) -> bytes | PermanentPublishError:
+        """The row's headers section (read and checked), or why the row can never be sent as it is."""
         try:
-            headers = decode_headers(row.headers)
+            headers = encode_headers(decode_headers(row.headers))
         except (ValueError, UnicodeError) as exc:
             return PermanentPublishError(topic, f"stored headers are not decodable: {exc}")
         limit = self._publisher.max_record_bytes

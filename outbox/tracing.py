@@ -24,21 +24,24 @@ never exports.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from engine import tracing
+from engine.codec import decode_headers, encode_headers
 
-from .kafka import Delivery, PartitionBatch
+from .kafka import Delivery
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer
 
-    from .lanes import BatchPublisher
+    from .lanes import Batch, BatchPublisher
 
 Headers = list[tuple[str, bytes]]
 
 #: Started spans kept for records that did not fit their batch (bounded: dropped beyond it).
 CARRY_LIMIT: Final = 1024
+#: Stored headers without these bytes carry no traceparent (the quick test before reading them).
+_TRACEPARENT: Final = b"traceparent"
 
 
 def traced_publisher(publisher: BatchPublisher) -> BatchPublisher:
@@ -67,19 +70,20 @@ class TracedPublisher:
         """The wrapped publisher's."""
         return self._publisher.connections
 
-    def record_size(self, key: bytes | None, value: bytes, headers: Headers) -> int:
+    def record_size(self, key: bytes | None, value: bytes, headers: bytes) -> int:
         """The wrapped publisher's."""
         return self._publisher.record_size(key, value, headers)
 
-    def new_batch(self, topic: str, partition: int) -> PartitionBatch:
+    def new_batch(self, topic: str, partition: int) -> Batch:
         """A batch of the wrapped publisher that starts a span per traced record."""
         return TracedBatch(self._publisher.new_batch(topic, partition), self)
 
-    async def send(self, batch: PartitionBatch) -> Delivery:
+    async def send(self, batch: Batch) -> Delivery:
         """Send through the wrapped publisher; the Delivery ends the batch's spans."""
         spans = batch.spans if isinstance(batch, TracedBatch) else []
+        inner = batch.inner if isinstance(batch, TracedBatch) else batch
         try:
-            delivery = await self._publisher.send(batch)
+            delivery = await self._publisher.send(inner)
         except BaseException as exc:  # PublishError, cancellation: the spans end with it
             _end(spans, exc)
             raise
@@ -132,34 +136,32 @@ class TracedPublisher:
         self._carried[event_id] = started
 
 
-class TracedBatch(PartitionBatch):
-    """A PartitionBatch that starts a span per traced record; everything else is the inner batch's."""
+class TracedBatch:
+    """A Batch that starts a span per traced record; the records go into ``inner``."""
 
-    __slots__ = ("_inner", "_publisher", "spans")
+    __slots__ = ("_publisher", "inner", "partition", "spans", "topic")
 
-    def __init__(self, inner: PartitionBatch, publisher: TracedPublisher) -> None:
-        # PartitionBatch.__init__ is not called: the inner batch holds the records.
-        self._inner, self._publisher = inner, publisher
+    def __init__(self, inner: Batch, publisher: TracedPublisher) -> None:
+        self.inner, self._publisher = inner, publisher
         self.topic, self.partition = inner.topic, inner.partition
         self.spans: list[Span] = []
 
-    def append(self, key: bytes | None, value: bytes, headers: Headers) -> bool:
+    def append(self, key: bytes, value: bytes, headers: bytes) -> bool:
         """Add a record (its traceparent naming its new span); False when the batch is full."""
-        started = self._publisher.start(self.topic, self.partition, key, headers)
+        if _TRACEPARENT not in headers:
+            return self.inner.append(key, value, headers)
+        listed = decode_headers(headers)
+        started = self._publisher.start(self.topic, self.partition, key, listed)
         if started is None:
-            return self._inner.append(key, value, headers)
-        if self._inner.append(key, value, started[1]):
+            return self.inner.append(key, value, headers)
+        if self.inner.append(key, value, encode_headers(started[1])):
             self.spans.append(started[0])
             return True
-        self._publisher.carry(headers, started)
+        self._publisher.carry(listed, started)
         return False
 
-    def seal(self) -> Any:
-        """The inner batch, sealed."""
-        return self._inner.seal()
-
     def __len__(self) -> int:
-        return len(self._inner)
+        return len(self.inner)
 
 
 class TracedDelivery(Delivery):

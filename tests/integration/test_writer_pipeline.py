@@ -8,8 +8,6 @@ belong to publish time are still raised there.
 
 from __future__ import annotations
 
-import json
-import uuid
 from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +19,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, c
 from sqlalchemy.orm import Session, sessionmaker
 
 from engine.bridge import SyncBridge
-from engine.codec import encode_headers
 from engine.errors import EventTooLargeError, OwnershipError
 from engine.modes import Mode
 from engine.seam import EventSeam
@@ -48,6 +45,7 @@ from tests.integration.test_writer import (
 )
 
 if TYPE_CHECKING:
+    import uuid
     from collections.abc import AsyncIterator, Iterator
     from pathlib import Path
 
@@ -445,21 +443,3 @@ def test_seam_failed_deferred_commit_dispatches_nothing(
     assert received.events == []
     assert publisher.undelivered == []
     assert counts(engine) == (0, 0)
-
-
-# -- row bytes ---------------------------------------------------------------------------------
-
-
-def test_headers_blob_is_the_reference_json() -> None:
-    """encode_headers gives exactly json.dumps' bytes, non-ASCII and latin-1 values included."""
-    headers = [
-        ("ce_id", str(uuid.uuid4()).encode()),
-        ("ce_subject", 'Zürich ☕ \u2028 "quoted" \\ \x00'.encode()),
-        ("bytes", bytes(range(256))),
-        ("", b""),
-    ]
-    reference = json.dumps(
-        [[k, v.decode("latin-1")] for k, v in headers], separators=(",", ":")
-    ).encode()
-    assert encode_headers(headers) == reference
-    assert encode_headers([]) == b"[]"

@@ -1,6 +1,7 @@
 """The relay's producer spans (outbox.tracing) over a fake publisher: parents, headers, batch ends.
 
-The fake implements the relay's BatchPublisher protocol with batches of a fixed record count;
+The fake implements the relay's BatchPublisher protocol with batches of a fixed record count
+(records keep their headers in the stored, wire form);
 the real one is covered end to end in tests/broker/test_tracing_e2e.py.
 """
 
@@ -13,9 +14,10 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
+from engine.codec import decode_headers, encode_headers
 from engine.tracing import propagator
 from outbox.errors import PublishError
-from outbox.kafka import Delivery, PartitionBatch
+from outbox.kafka import Delivery
 from outbox.tracing import TracedPublisher, traced_publisher
 from tests.tracing_support import installed_provider, only, span_rows, traceparent_ids
 
@@ -29,16 +31,16 @@ pytestmark = pytest.mark.anyio
 Headers = list[tuple[str, bytes]]
 
 
-class FakeBatch(PartitionBatch):
+class FakeBatch:
     """Holds up to ``capacity`` records as (key, value, headers)."""
 
-    __slots__ = ("capacity", "records")
+    __slots__ = ("capacity", "partition", "records", "topic")
 
     def __init__(self, topic: str, partition: int, capacity: int) -> None:
         self.topic, self.partition, self.capacity = topic, partition, capacity
-        self.records: list[tuple[bytes | None, bytes, Headers]] = []
+        self.records: list[tuple[bytes | None, bytes, bytes]] = []
 
-    def append(self, key: bytes | None, value: bytes, headers: Headers) -> bool:
+    def append(self, key: bytes, value: bytes, headers: bytes) -> bool:
         if len(self.records) >= self.capacity:
             return False
         self.records.append((key, value, headers))
@@ -72,16 +74,15 @@ class FakePublisher:
         self.sent: list[FakeBatch] = []
         self.fail: PublishError | None = None
 
-    def record_size(self, key: bytes | None, value: bytes, headers: Headers) -> int:
+    def record_size(self, key: bytes | None, value: bytes, headers: bytes) -> int:
         return len(value)
 
-    def new_batch(self, topic: str, partition: int) -> PartitionBatch:
+    def new_batch(self, topic: str, partition: int) -> FakeBatch:
         return FakeBatch(topic, partition, self.capacity)
 
-    async def send(self, batch: PartitionBatch) -> Delivery:
-        inner = batch._inner if hasattr(batch, "_inner") else batch
-        assert isinstance(inner, FakeBatch)
-        self.sent.append(inner)
+    async def send(self, batch: Any) -> Delivery:
+        assert isinstance(batch, FakeBatch)  # TracedPublisher hands on its inner batch
+        self.sent.append(batch)
         return FakeDelivery(self.fail)
 
 
@@ -102,12 +103,12 @@ def exporter() -> Iterator[InMemorySpanExporter]:
         yield exporter
 
 
-def record_headers(event_id: uuid.UUID, traceparent: str | None) -> Headers:
-    """Headers as the codec writes them (a subset), with a traceparent when given."""
+def record_headers(event_id: uuid.UUID, traceparent: str | None) -> bytes:
+    """Stored headers as the codec writes them (a subset), with a traceparent when given."""
     headers: Headers = [("ce_id", str(event_id).encode()), ("ce_type", b"tests.Happened")]
     if traceparent is not None:
         headers.append(("traceparent", traceparent.encode()))
-    return headers
+    return encode_headers(headers)
 
 
 def published_under(name: str) -> tuple[str, str]:
@@ -118,8 +119,8 @@ def published_under(name: str) -> tuple[str, str]:
     return carrier["traceparent"], f"{span.get_span_context().span_id:016x}"
 
 
-def header(headers: Headers, name: str) -> bytes:
-    return dict(headers)[name]
+def header(headers: bytes, name: str) -> bytes:
+    return dict(decode_headers(headers))[name]
 
 
 async def test_each_traced_record_gets_a_producer_span_named_in_its_header(

@@ -1,0 +1,189 @@
+"""A Kafka v2 record batch built from stored bytes, for aiokafka's ``send_batch``.
+
+The outbox stores each row's headers in Kafka's wire form (engine.record_wire), so a record is
+its key, its value and those bytes, framed by a few varints: ``RecordBatch.append`` copies them
+without parsing anything (aiokafka's own builder takes the headers as a list of pairs, which
+would have to be read from the row first; that reading and the C append were the relay's two
+largest per-row costs). The batch is uncompressed (the relay sets no compression), its records
+all carry the batch's timestamp (CreateTime, taken when its first record is added) and
+consecutive offset deltas from 0.
+
+``RecordBatch`` also answers what aiokafka's producer asks of a ``BatchBuilder`` once it was
+handed over with ``send_batch`` (``record_count``, ``closed``, ``_set_producer_state`` for an
+idempotent producer, ``_build``): it is always closed, so the producer never appends to it.
+Format: https://kafka.apache.org/documentation/#recordbatch
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from typing import TYPE_CHECKING, Final
+
+from aiokafka.record.util import calc_crc32c
+
+from engine.record_wire import VARINTS, varint, varint_size
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["BATCH_OVERHEAD", "RecordBatch", "record_size"]
+
+#: BaseOffset, Length, PartitionLeaderEpoch, Magic, CRC, Attributes, LastOffsetDelta,
+#: FirstTimestamp, MaxTimestamp, ProducerId, ProducerEpoch, BaseSequence, record count.
+_HEADER: Final = struct.Struct(">qiibIhiqqqhii")
+#: Bytes of the batch header; the CRC covers everything from Attributes on.
+BATCH_OVERHEAD: Final = _HEADER.size
+_CRC_START: Final = struct.calcsize(">qiibI")
+_CRC_AT: Final = struct.calcsize(">qiib")
+_AFTER_LENGTH: Final = struct.calcsize(">qi")
+_MAGIC: Final = 2
+_NO_LEADER_EPOCH: Final = -1
+
+#: A record's Attributes (unused, 0) and TimestampDelta (0: every record has the batch's time).
+_ATTRIBUTES_AND_TIMESTAMP: Final = b"\x00\x00"
+_TABLE_SIZE: Final = len(VARINTS)
+
+
+def record_size(key: bytes | None, value: bytes, headers: bytes, offset_delta: int = 0) -> int:
+    """Bytes one record takes in a batch: its length varint, the record, ``headers`` (wire form)."""
+    key_field = varint_size(-1) if key is None else varint_size(len(key)) + len(key)
+    body = (
+        len(_ATTRIBUTES_AND_TIMESTAMP)
+        + varint_size(offset_delta)
+        + key_field
+        + varint_size(len(value))
+        + len(value)
+        + len(headers)
+    )
+    return varint_size(body) + body
+
+
+class RecordBatch:
+    """Records for one topic partition, added as bytes and sent as one producer batch.
+
+    ``append`` refuses a record (returns False) once it would take the batch past ``max_bytes``,
+    except the first, which is always taken (the caller checks sizes against the producer's
+    ``max_request_size``, as aiokafka's builder does). Not thread safe.
+    """
+
+    __slots__ = (
+        "_buffer",
+        "_clock",
+        "_max_bytes",
+        "_parts",
+        "_producer",
+        "_size",
+        "_timestamp",
+        "count",
+        "partition",
+        "topic",
+    )
+
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        max_bytes: int,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.topic, self.partition = topic, partition
+        self.count = 0
+        self._max_bytes = max_bytes
+        self._parts: list[bytes] = []
+        self._size = BATCH_OVERHEAD
+        self._producer = (-1, -1, -1)
+        self._buffer: bytearray | None = None
+        self._clock = clock
+        self._timestamp = 0
+
+    def append(self, key: bytes | None, value: bytes, headers: bytes) -> bool:
+        """Add a record (``headers``: engine.record_wire's form); False when the batch is full."""
+        count = self.count
+        if key is not None and max(count, len(key), len(value)) < _TABLE_SIZE:
+            key_length, value_length = VARINTS[len(key)], VARINTS[len(value)]
+            offset_delta = VARINTS[count]
+        else:
+            key_length = varint(-1) if key is None else varint(len(key))
+            value_length, offset_delta = varint(len(value)), varint(count)
+        body = b"".join(
+            (
+                _ATTRIBUTES_AND_TIMESTAMP,
+                offset_delta,
+                key_length,
+                key or b"",
+                value_length,
+                value,
+                headers,
+            )
+        )
+        length = varint(len(body))
+        size = self._size + len(length) + len(body)
+        if size > self._max_bytes and count:
+            return False
+        if self._buffer is not None:
+            raise RuntimeError("a RecordBatch cannot take records once it was built")
+        if not count:
+            self._timestamp = int(self._clock() * 1000)
+        self._parts += (length, body)
+        self._size = size
+        self.count = count + 1
+        return True
+
+    def __len__(self) -> int:
+        return self.count
+
+    # -- what aiokafka's producer calls on a BatchBuilder handed to send_batch ------------
+
+    def record_count(self) -> int:
+        """Records in the batch."""
+        return self.count
+
+    def size(self) -> int:
+        """Bytes of the batch, header included."""
+        return self._size
+
+    def closed(self) -> bool:
+        """Always True: the producer must not add records of its own to this batch."""
+        return True
+
+    def close(self) -> None:
+        """Nothing to do (see ``closed``)."""
+
+    def _set_producer_state(
+        self, producer_id: int, producer_epoch: int, base_sequence: int
+    ) -> None:
+        """Idempotent producer: the ids the broker deduplicates the batch by (before ``_build``)."""
+        self._producer = (producer_id, producer_epoch, base_sequence)
+        self._buffer = None  # a retry with a new producer state builds again
+
+    def _build(self) -> bytearray:
+        """The batch as sent: header (CRC-32C over Attributes onwards), then the records."""
+        if self._buffer is not None:
+            return self._buffer
+        timestamp = self._timestamp
+        producer_id, producer_epoch, base_sequence = self._producer
+        buffer = bytearray(BATCH_OVERHEAD)
+        _HEADER.pack_into(
+            buffer,
+            0,
+            0,  # BaseOffset: the broker assigns offsets
+            self._size - _AFTER_LENGTH,
+            _NO_LEADER_EPOCH,
+            _MAGIC,
+            0,  # CRC, written below
+            0,  # Attributes: no compression, CreateTime, not transactional, not control
+            self.count - 1,
+            timestamp,
+            timestamp,
+            producer_id,
+            producer_epoch,
+            base_sequence,
+            self.count,
+        )
+        buffer += b"".join(self._parts)
+        crc = calc_crc32c(memoryview(buffer)[_CRC_START:])
+        struct.pack_into(">I", buffer, _CRC_AT, crc)
+        self._buffer = buffer
+        return buffer
