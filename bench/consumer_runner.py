@@ -17,7 +17,8 @@ reads every record:
 Both use fetch_max_wait_ms=100 and max_poll_records=M; the runner applies up to
 ``--max-batch-records`` (default: ConsumerSettings' default) per transaction (group commit). With ``--gc-freeze`` both
 tune the interpreter as ``eventseam worker`` does (``tune_for_worker``: ``gc.freeze()`` of the
-startup heap, first threshold 50,000, thread switch interval 1 ms; the default leaves the collector
+startup heap, first threshold 50,000, thread switch interval 1 ms, glibc's mmap/trim thresholds
+raised; the default leaves the collector
 as a bare script has it, like the figures recorded before). The phases themselves are in
 bench.consumer_runner_phases. The clock starts when the first records
 reach user code (raw: the first non-empty getmany; runner: its consumer's first non-empty fetch)
@@ -209,7 +210,7 @@ def report(result: dict[str, Any], command: str) -> str:
         f"{len(result['runs']['raw'])} alternating repetitions, each phase in a process of its own"
         + (
             "; both tune the interpreter after startup as `eventseam worker` does"
-            " (gc.freeze(), first threshold 50,000, switch interval 1 ms:"
+            " (gc.freeze(), first threshold 50,000, switch interval 1 ms, heap pages kept:"
             " outbox.process_tuning.tune_for_worker)."
             if result["gc_freeze"]
             else "; no gc.freeze() (the worker CLI's; see --gc-freeze)."
