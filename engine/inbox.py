@@ -266,12 +266,20 @@ def claim_many(
     the claims). Ids already recorded are left out, and so are ids a concurrent transaction is
     recording when it commits (this one waits for it, as ``claim`` does). An id repeated in
     ``events`` is claimed once. PostgreSQL: one statement, one round trip, whatever the batch
-    size; elsewhere ``filter_new`` then ``record_many``.
+    size; SQLite: ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` (one ``executemany``), so a
+    pair another connection recorded meanwhile is skipped, not an IntegrityError; elsewhere
+    ``filter_new`` then ``record_many``.
     """
     if not events:
         return set()
     connection = _connection(target)
     when = _utc(processed_at)
+    if connection.dialect.name == "sqlite" and connection.dialect.insert_returning:
+        unique: dict[uuid.UUID, InboxEntry] = {}
+        for event in events:
+            unique.setdefault(event.event_id, InboxEntry.of(event))
+        rows = [_row(handler, entry, when) for entry in unique.values()]
+        return set(connection.execute(_SQLITE_CLAIM, rows).scalars())
     if connection.dialect.name != "postgresql":
         new = filter_new(connection, handler, [event.event_id for event in events])
         entries = [InboxEntry.of(event) for event in events if event.event_id in new]
@@ -363,6 +371,14 @@ def _insert_ignoring_conflict(dialect: str) -> Insert | None:
     if dialect == "sqlite":
         return sqlite.insert(inbox).on_conflict_do_nothing(index_elements=list(inbox.primary_key))
     return None
+
+
+#: ``claim_many`` on SQLite: the rows that were inserted, conflicts skipped.
+_SQLITE_CLAIM: Final = (
+    sqlite.insert(inbox)
+    .on_conflict_do_nothing(index_elements=list(inbox.primary_key))
+    .returning(inbox.c.event_id)
+)
 
 
 def _claim_with_savepoint(connection: Connection, row: dict[str, Any]) -> bool:
