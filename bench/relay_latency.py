@@ -23,8 +23,8 @@ larger batches for the broker, a longer wait in the relay);
 ``poll-100ms`` / ``poll-10ms``: the trigger dropped (no NOTIFY at all), poll_interval 0.1 s /
 0.01 s. Latency = consumer receive time - producer commit-return time, per event, joined by
 event id; the first ``--warmup`` seconds of events are left out. Also reported from the record
-timestamps the relay's producer stamps at append time (ms resolution): commit -> appended by
-the relay, and appended -> consumed. Reported: p50/p90/p99/p99.9/max per run, the median of each
+timestamps the relay stamps when it adds a record's batch's first record (outbox.record_batch;
+ms resolution): commit -> appended by the relay, and appended -> consumed. Reported: p50/p90/p99/p99.9/max per run, the median of each
 over repetitions and their range; the relay process's CPU share and peak RSS. Target (NOTIFY):
 p99 <= 25 ms. Not a timed test: results go to ``bench/results/relay_latency.md`` and ``.json``.
 """
@@ -105,7 +105,7 @@ NOTES: Final = (
     "- The machine has 2 cores shared by the producer, the relay, the consumer, PostgreSQL, the",
     "  broker and other engineers' test runs; load bursts show up as tail latency in all modes.",
     "- Commit -> relay append is what the relay adds; the append stamp is the record timestamp",
-    "  aiokafka sets when the relay appends the record to its batch (1 ms resolution).",
+    "  the relay sets when it adds the first record of the record's batch (1 ms resolution).",
 )
 
 orders = BoundedContext(CONTEXT, owns=[ItemShipped])
@@ -499,8 +499,8 @@ def render(result: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "Where the time goes (from the record timestamp the relay's producer stamps when it",
-        "appends the record; ms resolution, so +-1 ms):",
+        "Where the time goes (from the record timestamp the relay stamps when it adds the first",
+        "record of the record's batch; ms resolution, so +-1 ms):",
         "",
         "| mode | commit -> relay append p50 / p99 | relay append -> consumed p50 / p99 |",
         "| --- | ---: | ---: |",
