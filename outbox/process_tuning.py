@@ -39,8 +39,9 @@ fault per 4 KiB for every copy: encoding one produce request of six 200 KB batch
 Measured 2026-11-28 on bench.relay_throughput, every process of the run with the same settings
 through glibc's environment variables: relay 78 k -> 96 k events/s and 1.06 -> 0.73 CPU seconds
 per 100,000 rows, raw send_batch 163 k -> 278 k; bench.consumer_runner runner +8 %, raw
-getmany +9 % events/s. The price: up to 32 MiB of freed memory stays in the process (RSS) instead
-of going back to the kernel at once.
+getmany +9 % events/s. The price: freed memory stays in the process (RSS) instead of going back
+to the kernel at once, up to 32 MiB per allocator arena (glibc gives each busy thread one): the
+relay's RSS stayed at 111 MiB over a 1,000,000-row drain, the worker's rose 117 -> 120 MiB.
 """
 
 from __future__ import annotations
