@@ -163,6 +163,13 @@ class ConsumerSettings(_Section):
         description="where a new group starts (earliest: the inbox absorbs what was applied)",
     )
     dlq_topic_template: str = Field("{prefix}dlq.{handler}", description="dead-letter topic name")
+    stop_timeout: float = Field(
+        45.0,
+        gt=0,
+        description="seconds `eventseam worker` gives a graceful stop after SIGTERM/SIGINT before"
+        " it stops at once, as a second signal does (handled offsets not committed by then are"
+        " delivered again and skipped by the inbox)",
+    )
 
     def group_id(self, handler: str) -> str:
         """The consumer group of the handler with durable name ``handler``."""

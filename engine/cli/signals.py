@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import signal
 from typing import TYPE_CHECKING
 
@@ -21,10 +22,12 @@ async def stop_on_signals(
     scope: anyio.CancelScope,
     event: str,
     *,
+    grace: float = math.inf,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """The first SIGTERM or SIGINT logs ``event`` and calls ``stop``; a second logs ``event``
-    + ``_now`` and cancels ``scope``.
+    + ``_now`` and cancels ``scope``, and so does ``grace`` seconds without one (logging
+    ``event`` + ``_timeout``): the graceful stop is bounded.
 
     Start it with ``TaskGroup.start``: it reports started once the signals are caught, so a
     signal that arrives as soon as the command logged it was starting still stops it gracefully
@@ -32,13 +35,14 @@ async def stop_on_signals(
     """
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         task_status.started()
-        stopping = False
         async for signum in signals:
-            name = signal.Signals(signum).name
-            if stopping:
-                log.warning(f"{event}_now", signal=name)
+            log.info(event, signal=signal.Signals(signum).name)
+            stop()
+            break
+        with anyio.move_on_after(grace):
+            async for signum in signals:
+                log.warning(f"{event}_now", signal=signal.Signals(signum).name)
                 scope.cancel()
                 return
-            stopping = True
-            log.info(event, signal=name)
-            stop()
+        log.warning(f"{event}_timeout", seconds=grace)
+        scope.cancel()

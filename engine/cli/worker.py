@@ -23,6 +23,7 @@ handler's group per partition.
 
 from __future__ import annotations
 
+import functools
 import sys
 from typing import TYPE_CHECKING, NoReturn
 
@@ -150,7 +151,12 @@ def check_schema(seam: RunnerHost) -> None:
 async def serve(runner: ConsumerRunner) -> None:
     """Run ``runner`` until a signal stops it."""
     async with anyio.create_task_group() as group:
-        await group.start(stop_on_signals, runner.stop, group.cancel_scope, "worker.stopping")
+        await group.start(
+            functools.partial(stop_on_signals, grace=runner.settings.stop_timeout),
+            runner.stop,
+            group.cancel_scope,
+            "worker.stopping",
+        )
         await runner.run()
         group.cancel_scope.cancel()
 
