@@ -17,16 +17,17 @@ order row, COMMIT):
 The plain variants write as ``EventSeam.publish`` does: ``WriteStrategy.AT_COMMIT`` on an engine
 that opts in (``execution_options={"eventseam_outbox_write": "at_commit"}``; on psycopg 3 the
 INSERT travels with the COMMIT; on SQLite it is the immediate INSERT, so the two SQLite variants
-differ only by noise). The baseline runs on an engine of its own without the option. The timed part is the whole transaction including the publish
-cost (``model_copy`` to stamp the source, ``codec.encode``, ``writer.write`` = row building and
-the INSERT, now or with the COMMIT); building the event objects (the host's own code) is done
-before the clock starts. Variants are interleaved
-transaction by transaction (rounds of one transaction per variant, each round in a fresh
-random order so that no variant systematically follows another), each variant on an engine
+differ only by noise). The baseline runs on an engine of its own without the option. The timed
+part is the whole transaction including the publish cost (``model_copy`` to stamp the source,
+``codec.encode``, ``writer.write`` = row building and the INSERT, now or with the COMMIT);
+building the event objects (the host's own code) is done before the clock starts. Variants are
+interleaved transaction by transaction (rounds of one transaction per variant, each round in a
+fresh random order so that no variant systematically follows another), each variant on an engine
 (one connection) of its own (see Backend), and every transaction is timed on its own, so load
-bursts from other processes on the shared machine hit all variants alike. Per repetition: each variant's median and mean transaction time; reported: medians over
-repetitions of the ratios to the baseline of the same repetition. Peak RSS is the process's
-``ru_maxrss``. Not a timed test: numbers go to ``bench/results/outbox_write.md`` and ``.json``.
+bursts from other processes on the shared machine hit all variants alike. Per repetition: each
+variant's median and mean transaction time; reported: medians over repetitions of the ratios to
+the baseline of the same repetition. Peak RSS is the process's ``ru_maxrss``. Not a timed test:
+numbers go to ``bench/results/outbox_write.md`` and ``.json``.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ import tempfile
 import time
 import uuid
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -244,11 +245,8 @@ class Backend:
     engine: Engine
     server: str
     plain: Engine
-    variants: dict[str, Engine] = field(default_factory=dict)
-
-    def engine_of(self, variant: str) -> Engine:
-        """The engine ``variant`` runs on in the interleaved timing."""
-        return self.variants.get(variant) or (self.plain if variant == "no outbox" else self.engine)
+    #: The engine each variant runs on in the interleaved timing ("no outbox": ``plain``).
+    variants: dict[str, Engine]
 
 
 @contextmanager
@@ -338,7 +336,7 @@ def time_round_robin(backend: Backend, entry: str, txns: int) -> dict[str, dict[
     jobs = {v: [make_job(EVENTS_PER_VARIANT[v]) for _ in range(txns)] for v in VARIANTS}
     times: dict[str, list[float]] = {v: [] for v in VARIANTS}
     run, clock = RUNNERS[entry], time.perf_counter
-    engines = {v: backend.engine_of(v) for v in VARIANTS}
+    engines = backend.variants
     order, shuffle = list(VARIANTS), random.Random(f"{backend.name}/{entry}").shuffle
     gc.collect()
     for i in range(txns):
