@@ -231,14 +231,11 @@ def record_many(
     Entries repeating an event id are stored once. Raises IntegrityError when one is already
     recorded (filter them out with ``filter_new`` in the same transaction first).
     """
-    unique: dict[uuid.UUID, InboxEntry] = {}
-    for entry in rows:
-        unique.setdefault(entry.event_id, entry)
-    if not unique:
+    entries = _first_per_event(rows)
+    if not entries:
         return 0
     when = _utc(processed_at)
     connection = _connection(target)
-    entries = list(unique.values())
     if connection.dialect.name == "postgresql":
         params = {
             "h": handler,
@@ -275,10 +272,8 @@ def claim_many(
     connection = _connection(target)
     when = _utc(processed_at)
     if connection.dialect.name == "sqlite" and connection.dialect.insert_returning:
-        unique: dict[uuid.UUID, InboxEntry] = {}
-        for event in events:
-            unique.setdefault(event.event_id, InboxEntry.of(event))
-        rows = [_row(handler, entry, when) for entry in unique.values()]
+        entries = _first_per_event(InboxEntry.of(event) for event in events)
+        rows = [_row(handler, entry, when) for entry in entries]
         return set(connection.execute(_SQLITE_CLAIM, rows).scalars())
     if connection.dialect.name != "postgresql":
         new = filter_new(connection, handler, [event.event_id for event in events])
@@ -363,22 +358,19 @@ def _connection(target: Connection | Session) -> Connection:
     return target.connection() if isinstance(target, Session) else target
 
 
-def _insert_ignoring_conflict(dialect: str) -> Insert | None:
-    if dialect == "postgresql":
-        return postgresql.insert(inbox).on_conflict_do_nothing(
-            index_elements=list(inbox.primary_key)
-        )
-    if dialect == "sqlite":
-        return sqlite.insert(inbox).on_conflict_do_nothing(index_elements=list(inbox.primary_key))
-    return None
-
-
+#: The inbox INSERT that skips a (handler, event_id) already recorded, per dialect.
+_IGNORING_CONFLICT: Final[dict[str, Insert]] = {
+    "postgresql": postgresql.insert(inbox).on_conflict_do_nothing(
+        index_elements=list(inbox.primary_key)
+    ),
+    "sqlite": sqlite.insert(inbox).on_conflict_do_nothing(index_elements=list(inbox.primary_key)),
+}
 #: ``claim_many`` on SQLite: the rows that were inserted, conflicts skipped.
-_SQLITE_CLAIM: Final = (
-    sqlite.insert(inbox)
-    .on_conflict_do_nothing(index_elements=list(inbox.primary_key))
-    .returning(inbox.c.event_id)
-)
+_SQLITE_CLAIM: Final = _IGNORING_CONFLICT["sqlite"].returning(inbox.c.event_id)
+
+
+def _insert_ignoring_conflict(dialect: str) -> Insert | None:
+    return _IGNORING_CONFLICT.get(dialect)
 
 
 def _claim_with_savepoint(connection: Connection, row: dict[str, Any]) -> bool:
@@ -389,6 +381,14 @@ def _claim_with_savepoint(connection: Connection, row: dict[str, Any]) -> bool:
     except IntegrityError:
         return False
     return True
+
+
+def _first_per_event(entries: Iterable[InboxEntry]) -> list[InboxEntry]:
+    """``entries`` with each event id once (its first entry), in order."""
+    unique: dict[uuid.UUID, InboxEntry] = {}
+    for entry in entries:
+        unique.setdefault(entry.event_id, entry)
+    return list(unique.values())
 
 
 def _row(handler: str, entry: InboxEntry, processed_at: datetime) -> dict[str, Any]:
