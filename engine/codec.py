@@ -44,7 +44,7 @@ from .errors import (
 from .events import ENVELOPE_FIELDS
 from .personal_data import has_plaintext, parse_sealed
 from .record_wire import decode_headers as read_wire_headers
-from .record_wire import encode_headers as wire_headers
+from .record_wire import encode_headers as encode_headers  # the form the outbox stores
 from .record_wire import name_field, varint
 
 if TYPE_CHECKING:
@@ -253,24 +253,21 @@ def _plain_schema(schema: object) -> bool:
     return True
 
 
-def encode_headers(headers: Headers) -> bytes:
-    """Headers as the outbox stores them: the headers section of a Kafka v2 record.
-
-    See engine.record_wire; the relay copies these bytes into its record batches as they are.
-    """
-    return wire_headers(headers)
-
-
 def decode_headers(blob: bytes) -> Headers:
     """Inverse of encode_headers; returns a list (never a tuple). ValueError when malformed.
 
-    Also reads the JSON form earlier builds stored (``[["name","value"],...]``, values as latin-1
-    strings; a headers section never starts with ``[``, the zigzag varint of a count being even):
-    outbox and dead-letter rows written before the change are relayed and read as they are.
+    Also reads the JSON form earlier builds stored (see ``is_json_headers``): outbox and
+    dead-letter rows written before the change are relayed and read as they are.
     """
-    if blob[:1] == b"[":
+    if is_json_headers(blob):
         return [(k, v.encode("latin-1")) for k, v in json.loads(blob)]
     return read_wire_headers(blob)
+
+
+def is_json_headers(blob: bytes) -> bool:
+    """True for headers an earlier build stored as JSON (``[["name","value"],...]``, values as
+    latin-1 strings); a headers section never starts with ``[`` (a count's zigzag varint is even)."""
+    return blob[:1] == b"["
 
 
 def _header_map(headers: Any) -> dict[str, bytes]:

@@ -31,7 +31,7 @@ import structlog
 from sqlalchemy.exc import SQLAlchemyError
 from structlog.contextvars import bound_contextvars
 
-from engine.codec import decode_headers, encode_headers
+from engine.codec import decode_headers, encode_headers, is_json_headers
 from engine.metrics import FAILED, PARKED, PUBLISHED, record_relay
 
 from .crash_points import CRASH_AT, crash_point
@@ -54,8 +54,6 @@ _Filled = tuple["Batch", list["PendingRow"], list[tuple["PendingRow", PermanentP
 
 #: Bytes a record may take beyond key + value + stored headers (varints, record and batch headers).
 _RECORD_OVERHEAD = 128
-#: How stored headers start when an earlier build wrote them as JSON (see codec.decode_headers).
-_JSON_START = b"["
 
 
 def row_log_ids(row: PendingRow) -> dict[str, str]:
@@ -321,7 +319,7 @@ class Dispatcher:
             headers = row.headers
             if len(row.key) * 4 + len(row.payload) + len(headers) > limit:
                 break
-            if headers[:1] == _JSON_START:
+            if is_json_headers(headers):
                 break
             if not append(row.key.encode(), row.payload, headers):
                 return index, True
