@@ -33,7 +33,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.protocol.metadata import MetadataRequest
 
-from engine.record_wire import encode_headers
+from engine.codec import encode_headers
 
 from .errors import PermanentPublishError, PublishError
 from .kafka_security import diagnose_tls
