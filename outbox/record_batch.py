@@ -4,7 +4,9 @@ The outbox stores each row's headers in Kafka's wire form (engine.record_wire), 
 its key, its value and those bytes, framed by a few varints: ``RecordBatch.append`` copies them
 without parsing anything (aiokafka's own builder takes the headers as a list of pairs, which
 would have to be read from the row first; that reading and the C append were the relay's two
-largest per-row costs). The batch is uncompressed (the relay sets no compression), its records
+largest per-row costs). The batch's CRC-32C is computed by google-crc32c (the CPU's CRC
+instruction where there is one: 0.02 us per record against 0.5 us for aiokafka's table-driven
+routine, 350 KB batches). The batch is uncompressed (the relay sets no compression), its records
 all carry the batch's timestamp (CreateTime, taken when its first record is added) and
 consecutive offset deltas from 0.
 
@@ -20,7 +22,7 @@ import struct
 import time
 from typing import TYPE_CHECKING, Final
 
-from aiokafka.record.util import calc_crc32c
+import google_crc32c
 
 from engine.record_wire import VARINTS, varint, varint_size
 
@@ -29,13 +31,13 @@ if TYPE_CHECKING:
 
 __all__ = ["BATCH_OVERHEAD", "RecordBatch", "record_size"]
 
-#: BaseOffset, Length, PartitionLeaderEpoch, Magic, CRC, Attributes, LastOffsetDelta,
+#: The batch header up to its CRC: BaseOffset, Length, PartitionLeaderEpoch, Magic, CRC.
+_HEAD: Final = struct.Struct(">qiibI")
+#: The rest of the header, which the CRC covers with the records: Attributes, LastOffsetDelta,
 #: FirstTimestamp, MaxTimestamp, ProducerId, ProducerEpoch, BaseSequence, record count.
-_HEADER: Final = struct.Struct(">qiibIhiqqqhii")
-#: Bytes of the batch header; the CRC covers everything from Attributes on.
-BATCH_OVERHEAD: Final = _HEADER.size
-_CRC_START: Final = struct.calcsize(">qiibI")
-_CRC_AT: Final = struct.calcsize(">qiib")
+_TAIL: Final = struct.Struct(">hiqqqhii")
+#: Bytes of the batch header.
+BATCH_OVERHEAD: Final = _HEAD.size + _TAIL.size
 _AFTER_LENGTH: Final = struct.calcsize(">qi")
 _MAGIC: Final = 2
 _NO_LEADER_EPOCH: Final = -1
@@ -68,7 +70,7 @@ class RecordBatch:
     """
 
     __slots__ = (
-        "_buffer",
+        "_built",
         "_clock",
         "_max_bytes",
         "_parts",
@@ -94,39 +96,48 @@ class RecordBatch:
         self._parts: list[bytes] = []
         self._size = BATCH_OVERHEAD
         self._producer = (-1, -1, -1)
-        self._buffer: bytearray | None = None
+        self._built: bytes | None = None
         self._clock = clock
         self._timestamp = 0
 
     def append(self, key: bytes | None, value: bytes, headers: bytes) -> bool:
         """Add a record (``headers``: engine.record_wire's form); False when the batch is full."""
         count = self.count
-        if key is not None and max(count, len(key), len(value)) < _TABLE_SIZE:
-            key_length, value_length = VARINTS[len(key)], VARINTS[len(value)]
+        key_size, value_size = (-1 if key is None else len(key)), len(value)
+        if max(count, key_size, value_size) < _TABLE_SIZE and key_size >= 0:
+            key_length, value_length = VARINTS[key_size], VARINTS[value_size]
             offset_delta = VARINTS[count]
         else:
-            key_length = varint(-1) if key is None else varint(len(key))
-            value_length, offset_delta = varint(len(value)), varint(count)
-        body = b"".join(
-            (
-                _ATTRIBUTES_AND_TIMESTAMP,
-                offset_delta,
-                key_length,
-                key or b"",
-                value_length,
-                value,
-                headers,
-            )
+            key_length, value_length = varint(key_size), varint(value_size)
+            offset_delta = varint(count)
+        body = (
+            len(_ATTRIBUTES_AND_TIMESTAMP)
+            + len(offset_delta)
+            + len(key_length)
+            + max(key_size, 0)
+            + len(value_length)
+            + value_size
+            + len(headers)
         )
-        length = varint(len(body))
-        size = self._size + len(length) + len(body)
+        length = varint(body)
+        size = self._size + len(length) + body
         if size > self._max_bytes and count:
             return False
-        if self._buffer is not None:
+        if self._built is not None:
             raise RuntimeError("a RecordBatch cannot take records once it was built")
         if not count:
             self._timestamp = int(self._clock() * 1000)
-        self._parts += (length, body)
+        # The record's pieces as they are: _build joins them once (no copy per record here).
+        self._parts += (
+            length,
+            _ATTRIBUTES_AND_TIMESTAMP,
+            offset_delta,
+            key_length,
+            key or b"",
+            value_length,
+            value,
+            headers,
+        )
         self._size = size
         self.count = count + 1
         return True
@@ -156,23 +167,15 @@ class RecordBatch:
     ) -> None:
         """Idempotent producer: the ids the broker deduplicates the batch by (before ``_build``)."""
         self._producer = (producer_id, producer_epoch, base_sequence)
-        self._buffer = None  # a retry with a new producer state builds again
+        self._built = None  # a retry with a new producer state builds again
 
-    def _build(self) -> bytearray:
+    def _build(self) -> bytes:
         """The batch as sent: header (CRC-32C over Attributes onwards), then the records."""
-        if self._buffer is not None:
-            return self._buffer
+        if self._built is not None:
+            return self._built
         timestamp = self._timestamp
         producer_id, producer_epoch, base_sequence = self._producer
-        buffer = bytearray(BATCH_OVERHEAD)
-        _HEADER.pack_into(
-            buffer,
-            0,
-            0,  # BaseOffset: the broker assigns offsets
-            self._size - _AFTER_LENGTH,
-            _NO_LEADER_EPOCH,
-            _MAGIC,
-            0,  # CRC, written below
+        tail = _TAIL.pack(
             0,  # Attributes: no compression, CreateTime, not transactional, not control
             self.count - 1,
             timestamp,
@@ -182,8 +185,14 @@ class RecordBatch:
             base_sequence,
             self.count,
         )
-        buffer += b"".join(self._parts)
-        crc = calc_crc32c(memoryview(buffer)[_CRC_START:])
-        struct.pack_into(">I", buffer, _CRC_AT, crc)
-        self._buffer = buffer
-        return buffer
+        records = b"".join(self._parts)
+        crc = google_crc32c.extend(google_crc32c.value(tail), records)
+        head = _HEAD.pack(
+            0,  # BaseOffset: the broker assigns offsets
+            self._size - _AFTER_LENGTH,
+            _NO_LEADER_EPOCH,
+            _MAGIC,
+            crc,
+        )
+        self._built = b"".join((head, tail, records))
+        return self._built
