@@ -22,8 +22,9 @@ Contract of ``KafkaConsumer``:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
+import anyio
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka import errors as kafka_errors
@@ -32,6 +33,10 @@ from outbox.kafka import forbid_auto_create, security_options
 from outbox.kafka_security import diagnose_tls
 
 from .errors import ConsumeError
+
+#: Seconds a closing consumer that holds no partitions waits for a group join in flight before it
+#: drops its connections (see KafkaConsumer.aclose).
+ABANDON_JOIN_AFTER: Final = 1.0
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -227,7 +232,27 @@ class KafkaConsumer:
         return int(state.position) if state is not None and state.has_valid_position else None
 
     async def aclose(self) -> None:
-        """Leave the group and close the connections (nothing is committed here)."""
+        """Leave the group and close the connections (nothing is committed here).
+
+        A consumer that still holds no partitions ``ABANDON_JOIN_AFTER`` seconds into closing
+        has its connections closed: aiokafka's stop waits for a JoinGroup in flight, which the
+        broker may hold for a whole rebalance (until every other member rejoined or its session
+        expired: 37 s measured with one stopped member and 30 s sessions), and a member outside
+        the group has nothing to hand back. The failed join ends aiokafka's coordination, and
+        its stop goes on as usual.
+        """
         consumer, self._consumer = self._consumer, None
-        if consumer is not None:
+        if consumer is None:
+            return
+        async with anyio.create_task_group() as group:
+            group.start_soon(_abandon_join, consumer, self.group_id)
             await consumer.stop()
+            group.cancel_scope.cancel()
+
+
+async def _abandon_join(consumer: AIOKafkaConsumer, group_id: str) -> None:
+    """After ``ABANDON_JOIN_AFTER`` s, close the connections of a consumer that holds no partitions."""
+    await anyio.sleep(ABANDON_JOIN_AFTER)
+    if not consumer.assignment():
+        log.info("consumer.join_abandoned", group_id=group_id)
+        await consumer._client.close()  # aiokafka has no public way to fail a join in flight
