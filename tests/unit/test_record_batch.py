@@ -10,6 +10,7 @@ import pytest
 from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 
 from engine.codec import encode_headers
+from outbox import record_batch
 from outbox.record_batch import BATCH_OVERHEAD, RecordBatch, record_size
 
 NOW = 1_764_000_000.123
@@ -110,3 +111,14 @@ def test_it_is_closed_to_the_producer_and_to_late_records() -> None:
     assert batch._build() is first  # a retry sends the same bytes
     with pytest.raises(RuntimeError, match="once it was built"):
         batch.append(b"k", b"v", encode_headers([]))
+
+
+@pytest.mark.parametrize("size", [0, 1, 61, 4096, 350_000])
+def test_both_crc32c_routines_agree(size: int) -> None:
+    """The C routine the batches use where google-crc32c has one, and the fallback to aiokafka's."""
+    tail = bytes(range(40))
+    records = bytes((i * 7 + 3) % 256 for i in range(size))
+    assert record_batch._google_crc32c(tail, records) == record_batch._aiokafka_crc32c(
+        tail, records
+    )
+    assert record_batch.batch_crc32c(tail, records) == record_batch._aiokafka_crc32c(tail, records)
