@@ -121,4 +121,4 @@ def test_both_crc32c_routines_agree(size: int) -> None:
     assert record_batch._google_crc32c(tail, records) == record_batch._aiokafka_crc32c(
         tail, records
     )
-    assert record_batch.batch_crc32c(tail, records) == record_batch._aiokafka_crc32c(tail, records)
+    assert record_batch._batch_crc32c(tail, records) == record_batch._aiokafka_crc32c(tail, records)
