@@ -12,7 +12,15 @@ from __future__ import annotations
 import functools
 from typing import Final
 
-__all__ = ["decode_headers", "encode_headers", "varint", "varint_size"]
+__all__ = [
+    "VARINTS",
+    "decode_headers",
+    "encode_headers",
+    "name_field",
+    "read_varint",
+    "varint",
+    "varint_size",
+]
 
 Headers = list[tuple[str, bytes]]
 
