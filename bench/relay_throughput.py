@@ -32,9 +32,9 @@ VACUUM ANALYZE, CHECKPOINT: every contestant starts from the same table):
 Every contestant's process keeps freed heap pages (outbox.process_tuning.keep_heap_pages, what
 the relay's tuning does too): the raw loops are the fastest raw loops only with it (raw send_batch
 163 k -> 278 k events/s here). All producers get the relay's producer options
-(outbox.kafka.producer_options: acks=all, linger_ms=5, max_batch_size=1 MiB, idempotence off). The relay's marking connection runs with
-``synchronous_commit = off`` (outbox.claim.ASYNC_COMMIT); the naive loop commits with the server
-default (on). After each contestant the topic's records are counted with an independent consumer
+(outbox.kafka.producer_options: acks=all, linger_ms=5, max_batch_size=1 MiB, idempotence off).
+The relay's marking connection runs with ``synchronous_commit = off`` (outbox.claim.ASYNC_COMMIT);
+the naive loop commits with the server default (on). After each contestant the topic's records are counted with an independent consumer
 (a run that lost records fails the benchmark) and the topic is deleted.
 
 Reported: median events/s per contestant with min..max, the per-repetition ratios relay/raw-batch
