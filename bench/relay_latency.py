@@ -26,7 +26,8 @@ event id; the first ``--warmup`` seconds of events are left out. Also reported f
 timestamps the relay stamps when it adds a record's batch's first record (outbox.record_batch;
 ms resolution): commit -> appended by the relay, and appended -> consumed. Reported:
 p50/p90/p99/p99.9/max per run, the median of each over repetitions and their range; the relay
-process's CPU share and peak RSS. Target (NOTIFY): p99 <= 25 ms. Not a timed test: results go to ``bench/results/relay_latency.md`` and ``.json``.
+process's CPU share and peak RSS. Target (NOTIFY): p99 <= 25 ms. Not a timed test: results go
+to ``bench/results/relay_latency.md`` and ``.json``.
 """
 
 from __future__ import annotations
