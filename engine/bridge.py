@@ -161,11 +161,18 @@ class SyncBridge:
         self._running = None
 
 
-def _refuse_in_event_loop(method: str) -> None:
-    """Raise BridgeError when the current thread runs an event loop."""
+def in_event_loop() -> bool:
+    """True when the current thread runs an asyncio event loop (blocking here would stall it)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
+        return False
+    return True
+
+
+def _refuse_in_event_loop(method: str) -> None:
+    """Raise BridgeError when the current thread runs an event loop."""
+    if not in_event_loop():
         return
     raise BridgeError(
         f"SyncBridge.{method} blocks, so it cannot be called from a thread that runs an event "

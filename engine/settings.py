@@ -283,7 +283,7 @@ class EventSeamSettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        toml_path = _config_file()
+        toml_path = config_file()
         if toml_path is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
         sources.append(file_secret_settings)
@@ -298,7 +298,9 @@ class EventSeamSettings(BaseSettings):
         return self.topics.get(context, TopicSettings())
 
 
-def _config_file() -> Path | None:
+def config_file() -> Path | None:
+    """The TOML settings file: ``$EVENTSEAM_CONFIG_FILE`` (even when it does not exist), else
+    ``eventseam.toml`` in the working directory when it is a file, else None."""
     explicit = os.environ.get(CONFIG_FILE_ENV)
     if explicit:
         return Path(explicit)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import tomllib
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
@@ -25,12 +24,14 @@ from engine.settings import (
     DEFAULT_CONFIG_FILE,
     ENV_PREFIX,
     EventSeamSettings,
+    config_file,
     load_settings,
     unknown_env_vars,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
+    from pathlib import Path
 
 INVALID_SETTINGS_EXIT = 2
 _SECRET_WORDS = ("password", "secret", "token")
@@ -46,16 +47,16 @@ def config() -> None:
 def check() -> None:
     """Print the effective settings (secrets masked); warn about unknown EVENTSEAM_* variables."""
     console = Console(highlight=False)
-    config_file = _config_file()
+    path = config_file()
     try:
         settings = load_settings()
-        file_values = _read_toml(config_file)
+        file_values = _read_toml(path)
     except (ValidationError, tomllib.TOMLDecodeError, OSError) as exc:
-        _fail(console, config_file, exc)
-    console.print(f"[bold]Config file:[/] {_describe_file(config_file)}")
+        _fail(console, path, exc)
+    console.print(f"[bold]Config file:[/] {_describe_file(path)}")
     console.print(settings_table(settings, os.environ, file_values))
     warnings = [
-        *_file_warnings(config_file),
+        *_file_warnings(path),
         *_env_warnings(unknown_env_vars()),
         *(
             f"{name} is set but kafka.sasl_mechanism is not: it is not used"
@@ -134,14 +135,6 @@ def _parent_names(env_name: str) -> Iterator[str]:
     parts = env_name.split("__")
     for end in range(1, len(parts)):
         yield "__".join(parts[:end])
-
-
-def _config_file() -> Path | None:
-    explicit = os.environ.get(CONFIG_FILE_ENV)
-    if explicit:
-        return Path(explicit)
-    default = Path(DEFAULT_CONFIG_FILE)
-    return default if default.is_file() else None
 
 
 def _read_toml(path: Path | None) -> dict[str, Any]:

@@ -39,13 +39,13 @@ writes and ``publish`` in one sync function and run it with ``sync_to_async``::
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from typing import TYPE_CHECKING
 
 from asgiref.sync import sync_to_async
 from django.db import connections, transaction
 
+from engine.bridge import in_event_loop
 from outbox.writer import COLUMNS, MAX_ROWS_PER_STATEMENT, build_rows, compiled_insert
 
 from .cursor_sql import CursorExecutor, dialect_of
@@ -74,7 +74,7 @@ def publish(*events: DomainEvent, using: str | None = None, context: str | None 
     if not events:
         return
     alias = using if using is not None else get_config().database
-    if _in_event_loop():
+    if in_event_loop():
         raise OutsideAtomicBlockError(alias, in_event_loop=True)
     connection = connections[alias]
     if not connection.in_atomic_block:
@@ -122,11 +122,3 @@ def _publish_atomically(
     alias = using if using is not None else get_config().database
     with transaction.atomic(using=alias):
         publish(*events, using=alias, context=context)
-
-
-def _in_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True

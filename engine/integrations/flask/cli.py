@@ -21,7 +21,6 @@ import importlib.util
 import os
 import tomllib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import click
@@ -32,7 +31,7 @@ from engine.cli import LazyGroup
 from engine.cli.config import flatten, mask
 from engine.cli.options import logging_options
 from engine.integrations.common import run_relay
-from engine.settings import CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE
+from engine.settings import config_file
 
 from .config import PREFIX, diagnose, raw_options
 from .extension import get_state
@@ -187,8 +186,9 @@ def _settings_table(
 
 def _toml_values() -> dict[str, Any]:
     """The TOML file's values (empty without a readable file; ``config check`` still runs)."""
-    explicit = os.environ.get(CONFIG_FILE_ENV)
-    path = Path(explicit) if explicit else Path(DEFAULT_CONFIG_FILE)
+    path = config_file()
+    if path is None:
+        return {}
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)

@@ -42,7 +42,6 @@ with it), and ``ctx.publish`` follow-ups commit with it.
 
 from __future__ import annotations
 
-import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -51,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 import structlog
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
+from engine.bridge import in_event_loop
 from engine.integrations.common import Problem, ProcessSeam
 from engine.seam import EventSeam
 from engine.unit_of_work import UnitOfWork
@@ -113,7 +113,7 @@ class FlaskState:
         On a thread that runs an event loop (an ``async def`` view), the start runs in a helper
         thread while this one waits.
         """
-        if self.process.started or not _in_event_loop():
+        if self.process.started or not in_event_loop():
             return self.process.running()
         with ThreadPoolExecutor(1, thread_name_prefix="eventseam-start") as helper:
             return helper.submit(self.process.running).result()
@@ -319,11 +319,3 @@ def _publish_on(
     seam = state.running()
     # Flask-SQLAlchemy's scoped_session holds its Session subclass: same contract.
     seam.publish(cast("scoped_session[Session] | Session", target), *events, context=context)
-
-
-def _in_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
