@@ -41,6 +41,7 @@ from pathlib import Path
 import anyio
 import blinker
 
+from bench.recording import command_line, write_results
 from engine.bus import Bus
 from engine.events import DomainEvent
 from engine.settings import BusSettings
@@ -377,7 +378,7 @@ def benchmark(args: argparse.Namespace, argv: list[str]) -> dict[str, object]:
     }
     ru_maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
-        "command": " ".join([".venv/bin/python -m bench.bus_dispatch", *argv]),
+        "command": command_line("bench.bus_dispatch", argv),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "events": args.events,
@@ -414,9 +415,7 @@ def main(argv: list[str] | None = None) -> None:
         page = render(report)
         print(page)
         if not args.no_write:
-            RESULTS.mkdir(exist_ok=True)
-            (RESULTS / "bus_dispatch.md").write_text(page)
-            (RESULTS / "bus_dispatch.json").write_text(json.dumps(report, indent=2) + "\n")
+            write_results(RESULTS, "bus_dispatch", report, page)
 
 
 if __name__ == "__main__":

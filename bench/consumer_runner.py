@@ -36,7 +36,6 @@ import argparse
 import json
 import os
 import platform
-import shlex
 import statistics
 import subprocess
 import sys
@@ -51,6 +50,7 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import create_engine
 
 from bench.consumer_runner_phases import FETCH_MAX_WAIT_MS, MeterRead, run_phase
+from bench.recording import command_line, write_results
 from bench.stack import bootstrap_servers, fresh_database
 from engine.codec import encode
 from engine.settings import ConsumerSettings, KafkaSettings
@@ -264,17 +264,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     if arguments.phase:
         run_phase(arguments)
         return
-    command = shlex.join(
-        [".venv/bin/python", "-m", "bench.consumer_runner", *(argv or sys.argv[1:])]
-    )
+    command = command_line("bench.consumer_runner", argv)
     result = measure(arguments)
-    arguments.out.mkdir(parents=True, exist_ok=True)
     result["command"] = command
     result["recorded_utc"] = f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}"
     result["load_average"] = list(os.getloadavg())
     text_report = report(result, command)
-    (arguments.out / "consumer_runner.md").write_text(text_report)
-    (arguments.out / "consumer_runner.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_results(arguments.out, "consumer_runner", result, text_report)
     print(text_report)
 
 

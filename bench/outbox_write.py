@@ -39,7 +39,6 @@ import os
 import platform
 import random
 import resource
-import shlex
 import sqlite3
 import statistics
 import sys
@@ -69,6 +68,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from bench.recording import command_line, write_results
 from bench.stack import POSTGRES_ADMIN_URL
 from engine.codec import encode
 from engine.events import DomainEvent
@@ -711,14 +711,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         trips = {b.name: round_trips(b) for b in backends if b.name == "PostgreSQL"}
         load_after = os.getloadavg()[0]
         env = environment(backends)
-    command = shlex.join(
-        [
-            ".venv/bin/python",
-            "-m",
-            "bench.outbox_write",
-            *(argv if argv is not None else sys.argv[1:]),
-        ]
-    )
+    command = command_line("bench.outbox_write", argv)
     result = {
         "command": command,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -735,10 +728,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "before": _before_summary(args.before),
         "samples_s_per_txn": samples,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "outbox_write.json").write_text(json.dumps(result, indent=2) + "\n")
     markdown = render_markdown(result)
-    (args.out / "outbox_write.md").write_text(markdown)
+    write_results(args.out, "outbox_write", result, markdown)
     print(markdown)
     return 0
 

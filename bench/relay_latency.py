@@ -38,7 +38,6 @@ import json
 import logging
 import os
 import random
-import shlex
 import signal
 import statistics
 import subprocess
@@ -54,6 +53,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sqlalchemy import Engine, create_engine, text
 
+from bench.recording import command_line, write_results
 from bench.relay_throughput import (
     CONTEXT,
     ItemShipped,
@@ -584,14 +584,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for path in workdir.iterdir():
             path.unlink()
         workdir.rmdir()
-    command = shlex.join(
-        [
-            ".venv/bin/python",
-            "-m",
-            "bench.relay_latency",
-            *(argv if argv is not None else sys.argv[1:]),
-        ]
-    )
+    command = command_line("bench.relay_latency", argv)
     result = {
         "command": command,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -609,9 +602,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     markdown = render(result)
     print(markdown)
     if not args.no_write:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "relay_latency.json").write_text(json.dumps(result, indent=2) + "\n")
-        (args.out / "relay_latency.md").write_text(markdown)
+        write_results(args.out, "relay_latency", result, markdown)
     return 0
 
 

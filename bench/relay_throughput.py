@@ -53,7 +53,6 @@ import logging
 import os
 import platform
 import random
-import shlex
 import statistics
 import subprocess
 import sys
@@ -71,6 +70,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
+from bench.recording import command_line, write_results
 from bench.stack import bootstrap_servers, fresh_database
 from engine.codec import decode_headers, encode
 from engine.events import DomainEvent
@@ -783,14 +783,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             load_after = os.getloadavg()[0]
         finally:
             engine.dispose()
-    command = shlex.join(
-        [
-            ".venv/bin/python",
-            "-m",
-            "bench.relay_throughput",
-            *(argv if argv is not None else sys.argv[1:]),
-        ]
-    )
+    command = command_line("bench.relay_throughput", argv)
     result = {
         "command": command,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -809,9 +802,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     markdown = render(result)
     print(markdown)
     if not args.no_write:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "relay_throughput.json").write_text(json.dumps(result, indent=2) + "\n")
-        (args.out / "relay_throughput.md").write_text(markdown)
+        write_results(args.out, "relay_throughput", result, markdown)
     return 0
 
 
