@@ -22,7 +22,7 @@ from pydantic import Field, PlainSerializer
 from engine.codec import EncodedEvent, _serializes_like_json, encode, encode_headers
 from engine.errors import EventTooLargeError
 from engine.events import DomainEvent
-from tests.unit.test_record_wire import kafka_headers_section
+from tests.unit.kafka_reference import kafka_headers_section
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 

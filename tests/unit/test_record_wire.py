@@ -10,6 +10,7 @@ from aiokafka.record.util import encode_varint
 
 from engine.codec import decode_headers as stored_headers_read
 from engine.record_wire import decode_headers, encode_headers, varint, varint_size
+from tests.unit.kafka_reference import kafka_headers_section
 
 
 @pytest.mark.parametrize("value", [0, 1, -1, 63, 64, -65, 8_191, 8_192, 300_000, 2**62, -(2**63)])
@@ -19,19 +20,6 @@ def test_varints_match_aiokafkas(value: int) -> None:
     encode_varint(value, expected.append)
     assert varint(value) == bytes(expected)
     assert varint_size(value) == len(expected)
-
-
-def kafka_headers_section(headers: list[tuple[str, bytes]]) -> bytes:
-    """The headers of a v2 record, written with aiokafka's varint encoder (the reference)."""
-    out = bytearray()
-    encode_varint(len(headers), out.append)
-    for name, value in headers:
-        raw = name.encode()
-        encode_varint(len(raw), out.append)
-        out += raw
-        encode_varint(len(value), out.append)
-        out += value
-    return bytes(out)
 
 
 def test_headers_are_the_headers_section_kafka_writes() -> None:
