@@ -15,7 +15,8 @@ Conventions every scenario of the suite follows (the network scenarios included)
   to the assertion it must meet, as text (``{"lost": "== 0", "duplicates": "<= 3000"}``).
 - The JSON file holds: scenario, title, database, scale, figures, bounds, command, started_at,
   finished_at, seconds, load (1-minute load average at start and end), cpus, python, commit
-  (``git describe --always --dirty``: ``-dirty`` when the tree had uncommitted changes).
+  (HEAD's short hash, ``-dirty`` when a tracked file outside the results directory had
+  uncommitted changes: the result files a run writes do not make its later scenarios dirty).
 """
 
 from __future__ import annotations
@@ -63,15 +64,21 @@ def command_line() -> str:
 
 def _commit() -> str:
     try:
-        return subprocess.run(
-            ["git", "describe", "--always", "--dirty"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        head = _git("rev-parse", "--short", "HEAD")
+        changed = _git("status", "--porcelain", "--untracked-files=no", "--", ".", _NOT_RESULTS)
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+    return f"{head}-dirty" if changed else head
+
+
+#: A pathspec leaving out the results directory (the files a recording run writes itself).
+_NOT_RESULTS = ":(exclude)tests/reliability/results"
+
+
+def _git(*arguments: str) -> str:
+    return subprocess.run(
+        ["git", *arguments], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 class Run:
