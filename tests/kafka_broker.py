@@ -334,9 +334,14 @@ def relay_env(database_url: str, bootstrap: str, prefix: str, **relay: object) -
     return env
 
 
-def spawn_relay(env: dict[str, str], workdir: Path, name: str) -> subprocess.Popen[bytes]:
-    """Start ``eventseam relay`` in ``workdir``; its output goes to ``workdir/<name>.log``."""
-    command = [sys.executable, "-c", "from engine.cli import main; main()", "relay", "--json-logs"]
+def spawn_relay(
+    env: dict[str, str], workdir: Path, name: str, *options: str
+) -> subprocess.Popen[bytes]:
+    """Start ``eventseam relay --json-logs [options]`` in ``workdir``; output to ``<name>.log``."""
+    command = [
+        *(sys.executable, "-c", "from engine.cli import main; main()"),
+        *("relay", "--json-logs", *options),
+    ]
     with open(workdir / f"{name}.log", "wb") as log:
         return subprocess.Popen(command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
 

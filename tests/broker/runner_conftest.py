@@ -40,14 +40,19 @@ from outbox.inbox_table import inbox
 from outbox.kafka import KafkaTopicAdmin
 from outbox.table import metadata as eventseam_metadata
 from outbox.topics import TopicSpec
+from tests.kafka_broker import REPO_ROOT
 
 if TYPE_CHECKING:
+    import subprocess
     import uuid
     from collections.abc import AsyncIterator, Iterator, Sequence
+    from pathlib import Path
 
     from engine.handler_context import HandlerContext
 
 PARTITIONS = 3
+#: The application factory worker subprocesses load (``--app``).
+WORKER_APP = "tests.broker.runner_conftest:worker_app"
 BOOKED = "tests.runner.ParcelBooked"
 
 
@@ -301,3 +306,37 @@ async def runner_running(
 def dead_letter_topic(prefix: str, handler: str = "courier.record_parcel") -> str:
     """The default dead-letter topic of ``handler``."""
     return f"{prefix}dlq.{handler}"
+
+
+def worker_environment(database_url: str, bootstrap: str, prefix: str) -> dict[str, str]:
+    """Environment of a worker subprocess: the test app's wiring and quick consumer settings."""
+    consumer = consumer_settings(prefix).model_dump()
+    settings = {
+        f"EVENTSEAM_CONSUMER__{name.upper()}": str(value) for name, value in consumer.items()
+    }
+    return {
+        **os.environ,
+        **settings,
+        "RUNNER_TEST_DATABASE": database_url,
+        "RUNNER_TEST_BOOTSTRAP": bootstrap,
+        "RUNNER_TEST_PREFIX": prefix,
+        "RUNNER_TEST_DELAY": "0.004",
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+
+
+@contextmanager
+def worker_process(
+    environment: dict[str, str], log: Path, *options: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`eventseam worker --context courier [options]` in a subprocess (killed if still running
+    at exit)."""
+    from tests.reliability.processes import spawn_worker  # it imports this module's app
+
+    process = spawn_worker(WORKER_APP, ["courier"], environment, log, *options)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(30)

@@ -25,8 +25,9 @@ from tests.broker.runner_conftest import (
     engine_of,
     produce,
     raw,
+    worker_environment,
+    worker_process,
 )
-from tests.broker.test_runner_recovery import worker_environment, worker_process
 from tests.kafka_broker import read_topic, wait_for
 
 if TYPE_CHECKING:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,49 +22,18 @@ from tests.broker.runner_conftest import (
     inbox_counts,
     produce,
     raw,
+    worker_environment,
+    worker_process,
 )
 from tests.kafka_broker import wait_for
-from tests.reliability.processes import spawn_worker
 
 if TYPE_CHECKING:
-    import subprocess
-    from collections.abc import Iterator
-
     from outbox.bundled_broker import BundledBroker
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker, pytest.mark.postgres]
 
 REPO = Path(__file__).resolve().parents[2]
 HANDLERS = {"courier.record_parcel", "courier.tally_parcel"}
-
-
-def worker_environment(database_url: str, bootstrap: str, prefix: str) -> dict[str, str]:
-    """Environment of a worker subprocess: the test app's wiring and quick consumer settings."""
-    consumer = consumer_settings(prefix).model_dump()
-    settings = {
-        f"EVENTSEAM_CONSUMER__{name.upper()}": str(value) for name, value in consumer.items()
-    }
-    return {
-        **os.environ,
-        **settings,
-        "RUNNER_TEST_DATABASE": database_url,
-        "RUNNER_TEST_BOOTSTRAP": bootstrap,
-        "RUNNER_TEST_PREFIX": prefix,
-        "RUNNER_TEST_DELAY": "0.004",
-        "PYTHONPATH": str(REPO),
-    }
-
-
-@contextmanager
-def worker_process(environment: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`eventseam worker --context courier` in a subprocess (killed if still running at exit)."""
-    process = spawn_worker("tests.broker.runner_conftest:worker_app", ["courier"], environment, log)
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(30)
 
 
 async def test_killed_worker_restarts_without_loss_or_double_apply(

@@ -48,11 +48,12 @@ def relay_environment(
 
 
 def spawn_worker(
-    app: str, contexts: list[str], env: dict[str, str], log: Path
+    app: str, contexts: list[str], env: dict[str, str], log: Path, *options: str
 ) -> subprocess.Popen[bytes]:
-    """``eventseam --app APP worker --context ...`` in a subprocess; output appended to ``log``."""
-    options = [argument for context in contexts for argument in ("--context", context)]
-    command = [sys.executable, "-c", WORKER, app, *options]
+    """``eventseam --app APP worker --context ... [options]`` in a subprocess; output appended
+    to ``log``."""
+    chosen = [argument for context in contexts for argument in ("--context", context)]
+    command = [sys.executable, "-c", WORKER, app, *chosen, *options]
     with log.open("ab") as output:
         return subprocess.Popen(
             command, cwd=REPO_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT
