@@ -30,6 +30,7 @@ from .batch_decode import BatchDecoder
 from .dead_letter_marks import DeadLetterLedger
 from .dead_letter_topic import HANDLER_FAILED, dead_letter_message
 from .errors import ConsumeError, DecodeError
+from .health import BROKER, DATABASE, error_reason
 from .inbox_apply import InboxUnavailableError
 from .offset_progress import Progress
 
@@ -129,6 +130,12 @@ class HandlerWorker:
         settings = runner.settings
         self._queue = ApplyQueue(settings.max_batch_records, settings.max_batch_bytes)
         self._stopping = False
+        # What this handler reports to engine.health's /readyz, under its own keys.
+        self._condition = runner.condition
+        self._broker_key, self._database_key = (
+            f"{BROKER} ({spec.name})",
+            f"{DATABASE} ({spec.name})",
+        )
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -204,9 +211,11 @@ class HandlerWorker:
         except ConsumeError as exc:
             self._fetch_failures += 1
             self._log.warning("consumer.fetch_failed", error=str(exc), attempt=self._fetch_failures)
+            self._condition.failing(self._broker_key, error_reason(exc))
             await self._pause(self._policy.delay(self._fetch_failures))
             return None
         self._fetch_failures, generation = 0, self._generation
+        self._condition.recovered(self._broker_key)
         if not records:
             return None
         self._progress.add(records)
@@ -247,6 +256,7 @@ class HandlerWorker:
         while events and not self._interrupt.is_set():
             outcome = await anyio.to_thread.run_sync(self._applier.apply_batch, events, records)
             if outcome.error is None:
+                self._condition.recovered(self._database_key)
                 self.stats.applied += outcome.applied
                 self.stats.skipped += len(events) - outcome.applied
                 self._progress.complete_all(records)
@@ -284,6 +294,7 @@ class HandlerWorker:
                 )
             except InboxUnavailableError as exc:
                 outages, error = outages + 1, None
+                self._condition.failing(self._database_key, error_reason(exc))
                 self._log.warning(
                     "consumer.inbox_unavailable",
                     **_event_ids(item.event),
@@ -295,6 +306,7 @@ class HandlerWorker:
             except Exception as exc:
                 attempt, error = attempt + 1, exc
                 continue
+            self._condition.recovered(self._database_key)
             self._complete(item.record, "applied" if applied else "skipped")
             return True
 

@@ -69,6 +69,7 @@ from .errors import ConsumeError, SettingsError
 from .handler_worker import DeadLetterPublisher as DeadLetterPublisher
 from .handler_worker import DeadLetterSender, HandlerWorker
 from .handler_worker import HandlerStats as HandlerStats
+from .health import BROKER, Condition, error_reason
 from .inbox_apply import InboxApplier
 from .retry import RetryPolicy
 from .topic_records import TopicReader
@@ -144,6 +145,8 @@ class ConsumerRunner:
             if self._own_kafka
             else None
         )
+        #: Started, stopping, failing dependencies per handler: engine.health's /readyz.
+        self.condition = Condition()
         self.workers = self._workers(consumers or self._kafka_consumer)
         self._stopping = anyio.Event()
 
@@ -200,6 +203,7 @@ class ConsumerRunner:
             connected = await self._connect(stack)
             task_status.started()
             if connected:
+                self.condition.running()
                 async with anyio.create_task_group() as sampling:
                     sampling.start_soon(metrics.every, metrics.LAG_INTERVAL, self._record_lag)
                     async with anyio.create_task_group() as group:
@@ -212,6 +216,7 @@ class ConsumerRunner:
 
     def stop(self) -> None:
         """Graceful stop: each handler finishes the record in hand, commits and leaves its group."""
+        self.condition.stopping()
         self._stopping.set()
         for worker in self.workers:
             worker.stop()
@@ -274,10 +279,12 @@ class ConsumerRunner:
         while not self._stopping.is_set():
             try:
                 await action(*args)
+                self.condition.recovered(BROKER)
                 return True
             except (PublishError, ConsumeError) as exc:
                 attempt += 1
                 log.warning(event, error=str(exc), attempt=attempt)
+                self.condition.failing(BROKER, error_reason(exc))
                 with anyio.move_on_after(self.policy.delay(attempt)):
                     await self._stopping.wait()
         return False

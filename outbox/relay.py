@@ -51,6 +51,7 @@ import anyio.lowlevel
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
+from engine.health import BROKER, DATABASE, Condition, error_reason
 from engine.metrics import record_relay_batch
 from engine.retry import RetryPolicy
 
@@ -182,6 +183,8 @@ class Relay:
         #: Seconds between a wake-up and the fetch when caught up (the producer's linger_ms).
         self._linger = settings.kafka.linger_ms / 1000
         self._next_full_scan = 0.0
+        #: Started, stopping, failing dependencies ("broker", "database"): engine.health's /readyz.
+        self.condition = Condition()
 
     @property
     def owned_slots(self) -> frozenset[int]:
@@ -193,6 +196,7 @@ class Relay:
 
         Call from the event loop's thread.
         """
+        self.condition.stopping()
         self._stopped.set()
         self._doorbell.ring()
 
@@ -212,6 +216,7 @@ class Relay:
                 await group.start(self._purger.run)
                 await self._create_startup_topics()
                 task_status.started()
+                self.condition.running()
                 await self._pump(group)
                 await self._finish()
                 group.cancel_scope.cancel()
@@ -221,19 +226,23 @@ class Relay:
         log.info("relay_stopped", owner=self.owner)
 
     async def _connect(self) -> None:
-        await self._retrying("relay_broker_unavailable", self._publisher.start)
-        await self._retrying("relay_database_unavailable", self._leases.setup)
+        await self._retrying("relay_broker_unavailable", BROKER, self._publisher.start)
+        await self._retrying("relay_database_unavailable", DATABASE, self._leases.setup)
         log.info("relay_connected", owner=self.owner, idempotent=self._publisher.idempotent)
 
-    async def _retrying(self, event: str, action: Callable[[], Awaitable[None]]) -> None:
+    async def _retrying(
+        self, event: str, dependency: str, action: Callable[[], Awaitable[None]]
+    ) -> None:
         attempt = 0
         while not self._stopped.is_set():
             try:
                 await action()
+                self.condition.recovered(dependency)
                 return
             except (PublishError, SQLAlchemyError, OSError) as exc:
                 attempt += 1
                 log.warning(event, owner=self.owner, error=str(exc), attempt=attempt)
+                self.condition.failing(dependency, error_reason(exc))
                 await self._sleep(self._outage_policy.delay(attempt))
 
     async def _create_startup_topics(self) -> None:
@@ -340,7 +349,7 @@ class Relay:
         """The next rows to send; None after a database failure (already waited out)."""
         try:
             excluded = self._failures.excluded_keys()
-            return await self._claims.fetch(
+            rows = await self._claims.fetch(
                 self._leases.owned, after=self._cursor, limit=limit, exclude_keys=excluded
             )
         except (SQLAlchemyError, OSError) as exc:
@@ -348,9 +357,12 @@ class Relay:
             log.warning(
                 "relay_fetch_failed", owner=self.owner, error=str(exc), attempt=self._outages
             )
+            self.condition.failing(DATABASE, error_reason(exc))
             await self._sleep(self._outage_policy.delay(self._outages))
             self._rescan = True
             return None
+        self.condition.recovered(DATABASE)
+        return rows
 
     async def _round(self, rows: list[PendingRow], lost: int) -> None:
         def may_send() -> bool:
@@ -359,6 +371,8 @@ class Relay:
         started = time.perf_counter()
         try:
             await self._dispatcher.send_round(rows, may_send)
+            if self._dispatcher.retry_error is None:
+                self.condition.recovered(BROKER)
         finally:
             self._sending.difference_update(row.seq for row in rows)
             self._rounds.end()
@@ -392,6 +406,7 @@ class Relay:
                 error=error.reason,
                 attempt=self._outages,
             )
+            self.condition.failing(BROKER, f"{error.topic}: {error.reason}")
             await self._sleep(self._outage_policy.delay(self._outages))
         if self._leases.surplus:
             await self._release_surplus()

@@ -1,7 +1,8 @@
 """Options and settings shared by the commands.
 
-``--log-level`` and ``--json-logs`` (engine.cli.logging configures structlog with them), and
-``--metrics-port`` and ``--metrics-addr`` (engine.metrics serves Prometheus metrics there), which
+``--log-level`` and ``--json-logs`` (engine.cli.logging configures structlog with them),
+``--metrics-port`` and ``--metrics-addr`` (engine.metrics serves Prometheus metrics there), and
+``--health-port`` and ``--health-addr`` (engine.health serves /healthz and /readyz there), which
 every long-running command takes (``eventseam relay``, ``eventseam worker``); ``--url`` and the
 settings as the database commands read them (``db``, ``outbox``, ``inbox``).
 """
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 import click
 from pydantic import ValidationError
 
-from engine import metrics
+from engine import health, metrics
 from engine.errors import SettingsError
 from engine.settings import EventSeamSettings, load_settings
 
@@ -83,3 +84,32 @@ def serve_metrics(port: int | None, address: str) -> None:
         metrics.serve(port, address)
     except (SettingsError, OSError) as exc:
         raise click.ClickException(f"cannot serve metrics: {exc}") from exc
+
+
+def health_options(command: _F) -> _F:
+    """The ``--health-port`` and ``--health-addr`` options (engine.health's probes)."""
+    command = click.option(
+        "--health-addr", default="0.0.0.0", show_default=True, help="Address to serve probes on."
+    )(command)
+    return click.option(
+        "--health-port",
+        type=click.IntRange(0, 65_535),
+        default=None,
+        help="Serve liveness (/healthz) and readiness (/readyz) probes on this port.",
+    )(command)
+
+
+def serve_health(port: int | None, address: str) -> health.Health | None:
+    """Serve probes on ``address:port`` unless ``port`` is None; the Health to feed, or None.
+
+    The caller runs ``Health.heartbeat`` in its event loop and ``watch``es its component.
+    Raises click.ClickException (exit status 1) when the port cannot be served.
+    """
+    if port is None:
+        return None
+    probes = health.Health()
+    try:
+        health.serve(probes, port, address)
+    except OSError as exc:
+        raise click.ClickException(f"cannot serve health probes: {exc}") from exc
+    return probes

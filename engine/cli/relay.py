@@ -5,7 +5,8 @@ SIGINT stops the relay gracefully: no new rows are claimed, batches in flight la
 marked, the slot leases are released, and the process exits 0. A second signal stops at once.
 This process configures structlog for itself (the library never does; engine.cli.logging).
 With ``--metrics-port`` it serves Prometheus metrics (engine.metrics) and samples the outbox
-gauges every ``metrics.OUTBOX_INTERVAL`` seconds.
+gauges every ``metrics.OUTBOX_INTERVAL`` seconds; with ``--health-port``, liveness and readiness
+probes (engine.health: ready once connected with its topics, while sends and claims succeed).
 """
 
 from __future__ import annotations
@@ -19,13 +20,21 @@ import structlog
 
 from engine import metrics
 from engine.cli.logging import configure_logging
-from engine.cli.options import logging_options, metrics_options, serve_metrics, settings_or_fail
+from engine.cli.options import (
+    health_options,
+    logging_options,
+    metrics_options,
+    serve_health,
+    serve_metrics,
+    settings_or_fail,
+)
 from engine.cli.signals import stop_on_signals
 from outbox import migrate
 from outbox.errors import KafkaSecurityError, SchemaOutOfDateError
 from outbox.kafka_security import first_security_error
 
 if TYPE_CHECKING:
+    from engine.health import Health
     from engine.settings import EventSeamSettings
 
 log = structlog.get_logger(__name__)
@@ -48,12 +57,15 @@ class SchemaExit(click.ClickException):
 @metrics_options(
     "Serve Prometheus metrics on this port (/metrics); the outbox gauges are sampled too."
 )
+@health_options
 def relay(
     bundled_broker: bool,
     log_level: str,
     json_logs: bool,
     metrics_port: int | None,
     metrics_addr: str,
+    health_port: int | None,
+    health_addr: str,
 ) -> None:
     """Forward pending outbox rows to Kafka until SIGTERM or SIGINT."""
     run_relay(
@@ -64,6 +76,8 @@ def relay(
         missing_servers="set EVENTSEAM_KAFKA__BOOTSTRAP_SERVERS",
         metrics_port=metrics_port,
         metrics_addr=metrics_addr,
+        health_port=health_port,
+        health_addr=health_addr,
     )
 
 
@@ -76,6 +90,8 @@ def run_relay(
     missing_servers: str,
     metrics_port: int | None = None,
     metrics_addr: str = "0.0.0.0",
+    health_port: int | None = None,
+    health_addr: str = "0.0.0.0",
 ) -> None:
     """Run the relay with ``settings`` until SIGTERM or SIGINT (``eventseam relay`` and the
     framework commands that wrap it).
@@ -83,7 +99,8 @@ def run_relay(
     Without Kafka bootstrap servers it starts the bundled development broker when
     ``bundled_broker`` (idempotence ``auto`` becomes ``off`` there), else raises
     click.ClickException (exit status 1) with ``missing_servers``: how to set them. With
-    ``metrics_port`` it serves Prometheus metrics and samples the outbox gauges. Before starting
+    ``metrics_port`` it serves Prometheus metrics and samples the outbox gauges, with
+    ``health_port`` liveness and readiness probes (engine.health). Before starting
     it checks the database's eventseam schema (outbox.migrate.require_schema): an older revision
     than this code's head raises click.ClickException with exit status 2.
     """
@@ -98,16 +115,18 @@ def run_relay(
     except SchemaOutOfDateError as exc:
         raise SchemaExit(str(exc)) from exc
     serve_metrics(metrics_port, metrics_addr)
+    probes = serve_health(health_port, health_addr)
     sampled = metrics_port is not None
     try:
-        _run(settings, sampled)
+        _run(settings, sampled, probes)
     except* KafkaSecurityError as errors:  # TLS/SASL that cannot work: exit, do not retry
         raise click.ClickException(str(first_security_error(errors))) from None
 
 
-def _run(settings: EventSeamSettings, sampled: bool) -> None:
+def _run(settings: EventSeamSettings, sampled: bool, probes: Health | None) -> None:
+    run = functools.partial(serve, sample_outbox=sampled, health=probes)
     if settings.kafka.bootstrap_servers:
-        anyio.run(functools.partial(serve, settings, sample_outbox=sampled), backend="asyncio")
+        anyio.run(run, settings, backend="asyncio")
         return
     from outbox.bundled_broker import BundledBroker
 
@@ -116,7 +135,7 @@ def _run(settings: EventSeamSettings, sampled: bool) -> None:
             "bundled_broker_started", bootstrap_servers=broker.bootstrap_servers, storage="memory"
         )
         bundled = with_bundled_broker(settings, broker.bootstrap_servers)
-        anyio.run(functools.partial(serve, bundled, sample_outbox=sampled), backend="asyncio")
+        anyio.run(run, bundled, backend="asyncio")
 
 
 def with_bundled_broker(settings: EventSeamSettings, bootstrap_servers: str) -> EventSeamSettings:
@@ -132,8 +151,11 @@ def with_bundled_broker(settings: EventSeamSettings, bootstrap_servers: str) -> 
     return settings.model_copy(update={"kafka": settings.kafka.model_copy(update=update)})
 
 
-async def serve(settings: EventSeamSettings, *, sample_outbox: bool = False) -> None:
-    """Run a Relay until a signal stops it; ``sample_outbox`` also sets the outbox gauges."""
+async def serve(
+    settings: EventSeamSettings, *, sample_outbox: bool = False, health: Health | None = None
+) -> None:
+    """Run a Relay until a signal stops it; ``sample_outbox`` also sets the outbox gauges, and
+    ``health`` gets the relay's condition and this event loop's heartbeat."""
     from outbox.process_tuning import tune_for_relay
     from outbox.relay import Relay
 
@@ -143,5 +165,8 @@ async def serve(settings: EventSeamSettings, *, sample_outbox: bool = False) -> 
         await group.start(stop_on_signals, relay.stop, group.cancel_scope, "relay_stopping")
         if sample_outbox:
             group.start_soon(functools.partial(metrics.sample_outbox, settings.database_url))
+        if health is not None:
+            health.watch("relay", relay.condition)
+            group.start_soon(health.heartbeat)
         await relay.run()
         group.cancel_scope.cancel()

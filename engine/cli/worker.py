@@ -18,7 +18,8 @@ older than this code (outbox.migrate.require_schema; run ``eventseam db upgrade`
 Kafka bootstrap servers.
 This process configures structlog for itself (engine.cli.logging). With ``--metrics-port`` it
 serves Prometheus metrics (engine.metrics): handler durations, dead letters and the lag of each
-handler's group per partition.
+handler's group per partition; with ``--health-port``, liveness and readiness probes
+(engine.health: ready once every handler's consumer started, while no fetch or inbox fails).
 """
 
 from __future__ import annotations
@@ -34,7 +35,13 @@ from sqlalchemy import Engine
 
 from engine.cli import app_loader
 from engine.cli.logging import configure_logging
-from engine.cli.options import logging_options, metrics_options, serve_metrics
+from engine.cli.options import (
+    health_options,
+    logging_options,
+    metrics_options,
+    serve_health,
+    serve_metrics,
+)
 from engine.cli.signals import stop_on_signals
 from engine.contexts import ContextMap
 from engine.errors import SettingsError, UnknownContextError
@@ -47,6 +54,7 @@ from outbox.process_tuning import tune_for_worker
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from engine.health import Health
     from engine.runner import ConsumerRunner, RunnerHost
 
 log = structlog.get_logger(__name__)
@@ -64,6 +72,7 @@ USAGE_EXIT = 2
 )
 @logging_options
 @metrics_options()
+@health_options
 @click.pass_context
 def worker(
     ctx: click.Context,
@@ -72,6 +81,8 @@ def worker(
     json_logs: bool,
     metrics_port: int | None,
     metrics_addr: str,
+    health_port: int | None,
+    health_addr: str,
 ) -> None:
     """Run the handlers of each --context from Kafka until SIGTERM or SIGINT."""
     configure_logging(log_level, json_logs=json_logs)
@@ -88,9 +99,10 @@ def worker(
     except (SettingsError, KafkaSecurityError) as exc:
         _fail(str(exc))
     serve_metrics(metrics_port, metrics_addr)
+    probes = serve_health(health_port, health_addr)
     tune_for_worker()
     try:
-        anyio.run(serve, runner, backend="asyncio")
+        anyio.run(serve, runner, probes, backend="asyncio")
     except* KafkaSecurityError as errors:  # a refused certificate: exit, do not retry
         _fail(str(first_security_error(errors)), 1)
     finally:
@@ -148,8 +160,8 @@ def check_schema(seam: RunnerHost) -> None:
         _fail(str(exc))
 
 
-async def serve(runner: ConsumerRunner) -> None:
-    """Run ``runner`` until a signal stops it."""
+async def serve(runner: ConsumerRunner, health: Health | None = None) -> None:
+    """Run ``runner`` until a signal stops it; ``health`` gets its condition and the heartbeat."""
     async with anyio.create_task_group() as group:
         await group.start(
             functools.partial(stop_on_signals, grace=runner.settings.stop_timeout),
@@ -157,6 +169,9 @@ async def serve(runner: ConsumerRunner) -> None:
             group.cancel_scope,
             "worker.stopping",
         )
+        if health is not None:
+            health.watch("consumer_runner", runner.condition)
+            group.start_soon(health.heartbeat)
         await runner.run()
         group.cancel_scope.cancel()
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -97,7 +99,8 @@ def relay_tables(sqlite_alias: str) -> Iterator[str]:
 
 @pytest.mark.broker
 def test_relay_command_forwards_django_outbox_rows_to_kafka(relay_tables: str) -> None:
-    """`manage.py eventseam_relay` sends a row Django committed to Kafka, then stops on SIGTERM."""
+    """`manage.py eventseam_relay --health-port` sends a row Django committed to Kafka, answers /readyz with 200, then stops on SIGTERM."""
+    from outbox.bundled_broker import free_port
     from tests.kafka_broker import read_topic, start_broker, unique_prefix
 
     with transaction.atomic(using=relay_tables):
@@ -110,7 +113,9 @@ def test_relay_command_forwards_django_outbox_rows_to_kafka(relay_tables: str) -
         "EVENTSEAM_RELAY__TOPIC_PREFIX": prefix,
         "EVENTSEAM_RELAY__POLL_INTERVAL": "0.05",
     }
+    port = free_port()
     command = [sys.executable, "-m", "django", "eventseam_relay", "--log-level", "warning"]
+    command += ["--health-port", str(port), "--health-addr", "127.0.0.1"]
     relay = subprocess.Popen(
         command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -121,6 +126,8 @@ def test_relay_command_forwards_django_outbox_rows_to_kafka(relay_tables: str) -
         assert [(r.key, r.header("ce_type")) for r in records] == [
             (b"R1", b"billing.InvoiceIssued")
         ]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
+            assert json.loads(response.read())["checks"]["relay"]["state"] == "running"
     finally:
         relay.send_signal(signal.SIGTERM)
         output, _ = relay.communicate(timeout=60)

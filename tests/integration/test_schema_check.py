@@ -52,12 +52,14 @@ def started(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Replace what relay/worker run after their checks; the list records which one started."""
     calls: list[str] = []
 
-    async def serve(runner: object) -> None:
+    async def serve(runner: object, health: object = None) -> None:
         calls.append("worker")
 
     monkeypatch.setattr(relay_module, "configure_logging", lambda level, *, json_logs: None)
     monkeypatch.setattr(worker_module, "configure_logging", lambda level, *, json_logs: None)
-    monkeypatch.setattr(relay_module, "_run", lambda settings, sampled: calls.append("relay"))
+    monkeypatch.setattr(
+        relay_module, "_run", lambda settings, sampled, probes: calls.append("relay")
+    )
     monkeypatch.setattr("engine.runner.ConsumerRunner", lambda seam, contexts: object())
     monkeypatch.setattr(worker_module, "tune_for_worker", lambda: None)
     monkeypatch.setattr(worker_module, "serve", serve)

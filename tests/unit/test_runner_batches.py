@@ -16,6 +16,7 @@ from sqlalchemy.orm import sessionmaker
 from engine.codec import encode
 from engine.contexts import BoundedContext
 from engine.dead_letter_topic import HANDLER_FAILED, read_dead_letter
+from engine.errors import ConsumeError
 from engine.events import DomainEvent
 from engine.modes import Mode
 from engine.runner import ConsumerRunner
@@ -70,12 +71,17 @@ class FakeConsumer:
     hooks: RebalanceHooks | None = None
     closed: bool = False
     fetched: int = 0
+    #: While true, every fetch fails as a broker outage would.
+    broker_down: bool = False
 
     async def start(self, hooks: RebalanceHooks) -> None:
         self.hooks = hooks
         await hooks.partitions_assigned({(TOPIC, 0)})
 
     async def fetch(self, wait: float) -> Sequence[FakeRecord]:
+        if self.broker_down:
+            await anyio.sleep(0.005)
+            raise ConsumeError(self.group_id, "KafkaConnectionError: broker down")
         if self.batches:
             batch = self.batches.pop(0)
             self.fetched = batch[-1].offset + 1
@@ -315,3 +321,20 @@ async def test_lag_counts_records_not_handled(engine: Engine) -> None:
     async with running(engine, [records(spoke(0), spoke(1), spoke(2))]) as (runner, consumer, _):
         await settle(lambda: consumer.commits)
         assert runner.lag() == {"wheel.count_spoke": {(TOPIC, 0): 7}}
+
+
+async def test_condition_reports_a_failing_fetch_until_a_fetch_succeeds(engine: Engine) -> None:
+    """Running once started; failing fetches name the handler's broker dependency, the next good fetch clears it; stop makes it stopping."""
+    async with running(engine, []) as (runner, consumer, _):
+        condition = runner.condition
+        assert (condition.state, condition.ready) == ("running", True)
+        consumer.broker_down = True
+        await settle(lambda: not condition.ready)
+        assert condition.problems == {
+            "broker (wheel.count_spoke)": "ConsumeError: consumer group "
+            f"'{consumer.group_id}': KafkaConnectionError: broker down"
+        }
+        consumer.broker_down = False
+        await settle(lambda: condition.ready)
+        runner.stop()
+        assert condition.state == "stopping"

@@ -17,13 +17,16 @@ def run_relay(
     log_level: str,
     json_logs: bool,
     missing_servers: str,
+    health_port: int | None = None,
+    health_addr: str = "0.0.0.0",
 ) -> None:
     """``eventseam relay`` with ``settings``: run the relay until SIGTERM or SIGINT.
 
     Without Kafka bootstrap servers it starts the bundled development broker when
     ``bundled_broker`` (idempotence ``auto`` becomes ``off`` there), else raises
     click.ClickException (exit status 1) with ``missing_servers``: how to set them in the
-    framework's settings. The relay runner is engine.cli.relay.run_relay, imported here on use.
+    framework's settings. With ``health_port`` it serves liveness and readiness probes
+    (engine.health). The relay runner is engine.cli.relay.run_relay, imported here on use.
     """
     from engine.cli import relay
 
@@ -33,4 +36,6 @@ def run_relay(
         log_level=log_level,
         json_logs=json_logs,
         missing_servers=missing_servers,
+        health_port=health_port,
+        health_addr=health_addr,
     )

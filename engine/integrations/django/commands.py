@@ -91,7 +91,13 @@ class ClickCommand(BaseCommand):
 
 
 def run_relay(
-    settings: EventSeamSettings, *, bundled_broker: bool, log_level: str, json_logs: bool
+    settings: EventSeamSettings,
+    *,
+    bundled_broker: bool,
+    log_level: str,
+    json_logs: bool,
+    health_port: int | None = None,
+    health_addr: str = "0.0.0.0",
 ) -> None:
     """``eventseam relay`` with ``settings``: run the relay until SIGTERM or SIGINT."""
     try:
@@ -101,6 +107,8 @@ def run_relay(
             log_level=log_level,
             json_logs=json_logs,
             missing_servers="set EVENTSEAM['kafka']['bootstrap_servers'] in the Django settings",
+            health_port=health_port,
+            health_addr=health_addr,
         )
     except click.ClickException as exc:
         raise CommandError(exc.format_message(), returncode=exc.exit_code) from exc

@@ -29,7 +29,7 @@ from rich.table import Table
 
 from engine.cli import LazyGroup
 from engine.cli.config import flatten, mask
-from engine.cli.options import logging_options
+from engine.cli.options import health_options, logging_options
 from engine.integrations.common import run_relay
 from engine.settings import config_file
 
@@ -117,7 +117,14 @@ def _defaults(url: str) -> dict[str, Any]:
     help="When no Kafka bootstrap servers are set, start the bundled memory broker (development only).",
 )
 @logging_options
-def relay(bundled_broker: bool, log_level: str, json_logs: bool) -> None:
+@health_options
+def relay(
+    bundled_broker: bool,
+    log_level: str,
+    json_logs: bool,
+    health_port: int | None,
+    health_addr: str,
+) -> None:
     """Forward pending outbox rows to Kafka until SIGTERM or SIGINT (`eventseam relay`)."""
     run_relay(
         get_state().config.settings,
@@ -126,6 +133,8 @@ def relay(bundled_broker: bool, log_level: str, json_logs: bool) -> None:
         json_logs=json_logs,
         missing_servers="set app.config['EVENTSEAM_KAFKA'] = {'bootstrap_servers': 'host:9092'} "
         "or EVENTSEAM_KAFKA__BOOTSTRAP_SERVERS",
+        health_port=health_port,
+        health_addr=health_addr,
     )
 
 

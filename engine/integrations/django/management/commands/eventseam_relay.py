@@ -1,4 +1,5 @@
-"""``manage.py eventseam_relay [--bundled-broker] [--log-level LEVEL] [--json-logs]``.
+"""``manage.py eventseam_relay [--bundled-broker] [--log-level LEVEL] [--json-logs] [--health-port
+PORT] [--health-addr ADDR]``.
 
 ``eventseam relay`` with settings.EVENTSEAM: forwards pending outbox rows of Django's database to
 Kafka until SIGTERM or SIGINT (the first stops gracefully, a second at once).
@@ -34,6 +35,13 @@ class Command(BaseCommand):
         parser.add_argument(
             "--json-logs", action="store_true", help="log JSON lines instead of human-readable ones"
         )
+        parser.add_argument(
+            "--health-port",
+            type=int,
+            default=None,
+            help="serve liveness (/healthz) and readiness (/readyz) probes on this port",
+        )
+        parser.add_argument("--health-addr", default="0.0.0.0", help="address to serve probes on")
 
     def handle(self, *args: str, **options: Any) -> None:
         """Run the relay until a signal stops it."""
@@ -42,4 +50,6 @@ class Command(BaseCommand):
             bundled_broker=bool(options["bundled_broker"]),
             log_level=str(options["log_level"]),
             json_logs=bool(options["json_logs"]),
+            health_port=options["health_port"],
+            health_addr=str(options["health_addr"]),
         )
