@@ -25,6 +25,9 @@ _F = TypeVar("_F", bound="Callable[..., object]")
 
 LEVELS: Final = ("debug", "info", "warning", "error")
 METRICS_HELP: Final = "Serve Prometheus metrics on this port (/metrics)."
+RELAY_METRICS_HELP: Final = (
+    "Serve Prometheus metrics on this port (/metrics); the outbox gauges are sampled too."
+)
 
 
 #: ``--url URL``: the database a command works on (default: the database_url setting).

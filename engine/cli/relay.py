@@ -21,6 +21,7 @@ import structlog
 from engine import metrics
 from engine.cli.logging import configure_logging
 from engine.cli.options import (
+    RELAY_METRICS_HELP,
     health_options,
     logging_options,
     metrics_options,
@@ -54,9 +55,7 @@ class SchemaExit(click.ClickException):
     help="When no Kafka bootstrap servers are set, start the bundled memory broker (development only).",
 )
 @logging_options
-@metrics_options(
-    "Serve Prometheus metrics on this port (/metrics); the outbox gauges are sampled too."
-)
+@metrics_options(RELAY_METRICS_HELP)
 @health_options
 def relay(
     bundled_broker: bool,

@@ -99,7 +99,7 @@ def relay_tables(sqlite_alias: str) -> Iterator[str]:
 
 @pytest.mark.broker
 def test_relay_command_forwards_django_outbox_rows_to_kafka(relay_tables: str) -> None:
-    """`manage.py eventseam_relay --health-port` sends a row Django committed to Kafka, answers /readyz with 200, then stops on SIGTERM."""
+    """`manage.py eventseam_relay` sends a row Django committed to Kafka, serves /readyz and /metrics (counting it), then stops on SIGTERM."""
     from outbox.bundled_broker import free_port
     from tests.kafka_broker import read_topic, start_broker, unique_prefix
 
@@ -113,9 +113,10 @@ def test_relay_command_forwards_django_outbox_rows_to_kafka(relay_tables: str) -
         "EVENTSEAM_RELAY__TOPIC_PREFIX": prefix,
         "EVENTSEAM_RELAY__POLL_INTERVAL": "0.05",
     }
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     command = [sys.executable, "-m", "django", "eventseam_relay", "--log-level", "warning"]
     command += ["--health-port", str(port), "--health-addr", "127.0.0.1"]
+    command += ["--metrics-port", str(metrics_port), "--metrics-addr", "127.0.0.1"]
     relay = subprocess.Popen(
         command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -128,6 +129,11 @@ def test_relay_command_forwards_django_outbox_rows_to_kafka(relay_tables: str) -
         ]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
             assert json.loads(response.read())["checks"]["relay"]["state"] == "running"
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        with urllib.request.urlopen(metrics_url, timeout=5) as response:
+            exposed = response.read().decode()
+        published = 'eventseam_relay_messages_total{context="billing",outcome="published"} 1.0'
+        assert published in exposed
     finally:
         relay.send_signal(signal.SIGTERM)
         output, _ = relay.communicate(timeout=60)

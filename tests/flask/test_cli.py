@@ -82,16 +82,20 @@ def test_relay_without_brokers_says_how_to_configure_them(runner: FlaskCliRunner
     assert "EVENTSEAM_KAFKA" in result.output
 
 
-def test_relay_reaches_the_health_probes_server(runner: FlaskCliRunner) -> None:
-    """`flask eventseam relay --health-port` serves probes before relaying: a port already taken exits 1 saying so."""
+@pytest.mark.parametrize(
+    ("server", "refusal"),
+    [("metrics", "cannot serve metrics"), ("health", "cannot serve health probes")],
+)
+def test_relay_serves_metrics_and_probes(runner: FlaskCliRunner, server: str, refusal: str) -> None:
+    """`flask eventseam relay --metrics-port / --health-port` serve before relaying: a port already taken exits 1 saying so."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        port = taken.getsockname()[1]
-        options = ["--bundled-broker", "--health-port", str(port), "--health-addr", "127.0.0.1"]
+        port = str(taken.getsockname()[1])
+        options = ["--bundled-broker", f"--{server}-port", port, f"--{server}-addr", "127.0.0.1"]
         result = runner.invoke(args=["eventseam", "relay", *options])
     assert result.exit_code == 1, result.output
-    assert "cannot serve health probes" in result.output
+    assert refusal in result.output
 
 
 def test_worker_refuses_an_unknown_context(runner: FlaskCliRunner) -> None:

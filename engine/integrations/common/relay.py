@@ -17,6 +17,8 @@ def run_relay(
     log_level: str,
     json_logs: bool,
     missing_servers: str,
+    metrics_port: int | None = None,
+    metrics_addr: str = "0.0.0.0",
     health_port: int | None = None,
     health_addr: str = "0.0.0.0",
 ) -> None:
@@ -25,7 +27,8 @@ def run_relay(
     Without Kafka bootstrap servers it starts the bundled development broker when
     ``bundled_broker`` (idempotence ``auto`` becomes ``off`` there), else raises
     click.ClickException (exit status 1) with ``missing_servers``: how to set them in the
-    framework's settings. With ``health_port`` it serves liveness and readiness probes
+    framework's settings. With ``metrics_port`` it serves Prometheus metrics (the ``metrics``
+    extra) and samples the outbox gauges, with ``health_port`` liveness and readiness probes
     (engine.health). The relay runner is engine.cli.relay.run_relay, imported here on use.
     """
     from engine.cli import relay
@@ -36,6 +39,8 @@ def run_relay(
         log_level=log_level,
         json_logs=json_logs,
         missing_servers=missing_servers,
+        metrics_port=metrics_port,
+        metrics_addr=metrics_addr,
         health_port=health_port,
         health_addr=health_addr,
     )

@@ -96,6 +96,8 @@ def run_relay(
     bundled_broker: bool,
     log_level: str,
     json_logs: bool,
+    metrics_port: int | None = None,
+    metrics_addr: str = "0.0.0.0",
     health_port: int | None = None,
     health_addr: str = "0.0.0.0",
 ) -> None:
@@ -107,6 +109,8 @@ def run_relay(
             log_level=log_level,
             json_logs=json_logs,
             missing_servers="set EVENTSEAM['kafka']['bootstrap_servers'] in the Django settings",
+            metrics_port=metrics_port,
+            metrics_addr=metrics_addr,
             health_port=health_port,
             health_addr=health_addr,
         )

@@ -29,7 +29,12 @@ from rich.table import Table
 
 from engine.cli import LazyGroup
 from engine.cli.config import flatten, mask
-from engine.cli.options import health_options, logging_options
+from engine.cli.options import (
+    RELAY_METRICS_HELP,
+    health_options,
+    logging_options,
+    metrics_options,
+)
 from engine.integrations.common import run_relay
 from engine.settings import config_file
 
@@ -117,11 +122,14 @@ def _defaults(url: str) -> dict[str, Any]:
     help="When no Kafka bootstrap servers are set, start the bundled memory broker (development only).",
 )
 @logging_options
+@metrics_options(RELAY_METRICS_HELP)
 @health_options
 def relay(
     bundled_broker: bool,
     log_level: str,
     json_logs: bool,
+    metrics_port: int | None,
+    metrics_addr: str,
     health_port: int | None,
     health_addr: str,
 ) -> None:
@@ -133,6 +141,8 @@ def relay(
         json_logs=json_logs,
         missing_servers="set app.config['EVENTSEAM_KAFKA'] = {'bootstrap_servers': 'host:9092'} "
         "or EVENTSEAM_KAFKA__BOOTSTRAP_SERVERS",
+        metrics_port=metrics_port,
+        metrics_addr=metrics_addr,
         health_port=health_port,
         health_addr=health_addr,
     )

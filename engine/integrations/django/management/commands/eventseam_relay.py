@@ -1,5 +1,5 @@
-"""``manage.py eventseam_relay [--bundled-broker] [--log-level LEVEL] [--json-logs] [--health-port
-PORT] [--health-addr ADDR]``.
+"""``manage.py eventseam_relay [--bundled-broker] [--log-level LEVEL] [--json-logs]
+[--metrics-port PORT] [--metrics-addr ADDR] [--health-port PORT] [--health-addr ADDR]``.
 
 ``eventseam relay`` with settings.EVENTSEAM: forwards pending outbox rows of Django's database to
 Kafka until SIGTERM or SIGINT (the first stops gracefully, a second at once).
@@ -36,6 +36,13 @@ class Command(BaseCommand):
             "--json-logs", action="store_true", help="log JSON lines instead of human-readable ones"
         )
         parser.add_argument(
+            "--metrics-port",
+            type=int,
+            default=None,
+            help="serve Prometheus metrics on this port (/metrics); the outbox gauges are sampled too",
+        )
+        parser.add_argument("--metrics-addr", default="0.0.0.0", help="address to serve metrics on")
+        parser.add_argument(
             "--health-port",
             type=int,
             default=None,
@@ -50,6 +57,8 @@ class Command(BaseCommand):
             bundled_broker=bool(options["bundled_broker"]),
             log_level=str(options["log_level"]),
             json_logs=bool(options["json_logs"]),
+            metrics_port=options["metrics_port"],
+            metrics_addr=str(options["metrics_addr"]),
             health_port=options["health_port"],
             health_addr=str(options["health_addr"]),
         )
