@@ -119,6 +119,12 @@ class RelaySettings(_Section):
         0.0, ge=0, description="keep published rows this long for replay; 0 deletes at once"
     )
     purge_batch: int = Field(5_000, ge=1)
+    command_timeout: float = Field(
+        30.0,
+        ge=0,
+        description="seconds a relay statement or connect on PostgreSQL may wait for the server "
+        "before it fails like an outage (the connection is dropped and opened again); 0: no limit",
+    )
     topic_template: str = Field(
         "{prefix}{context}", description="topic name; fields: prefix, context, event_type"
     )

@@ -122,8 +122,16 @@ def async_database_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def create_relay_engine(url: str, *, pool_size: int = 6) -> AsyncEngine:
-    """An AsyncEngine for the relay: autocommit statements, index-only plans on PostgreSQL."""
+def create_relay_engine(
+    url: str, *, pool_size: int = 6, command_timeout: float = 0.0
+) -> AsyncEngine:
+    """An AsyncEngine for the relay: autocommit statements, index-only plans on PostgreSQL.
+
+    With ``command_timeout`` (seconds; 0: none) every statement and connect on PostgreSQL
+    (asyncpg) fails with TimeoutError when the server has not answered by then, so a connection
+    left half-open by the network (no reset ever arrives) is dropped and opened again instead of
+    holding the relay forever.
+    """
     target = make_url(async_database_url(url))
     kwargs: dict[str, Any] = {"isolation_level": "AUTOCOMMIT", "pool_pre_ping": True}
     if target.get_backend_name() == "postgresql":
@@ -135,6 +143,11 @@ def create_relay_engine(url: str, *, pool_size: int = 6) -> AsyncEngine:
                 "application_name": "eventseam-relay",
             }
             kwargs["connect_args"] = {"server_settings": settings}
+            if command_timeout:
+                kwargs["connect_args"] |= {
+                    "command_timeout": command_timeout,
+                    "timeout": command_timeout,
+                }
     elif target.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"timeout": 30}
     return create_async_engine(target, **kwargs)

@@ -141,7 +141,9 @@ class Relay:
         relay = settings.relay
         self.settings, self.owner, self.grace = settings, owner or default_owner(), grace
         self._own_engine = engine is None
-        self._engine = engine or create_relay_engine(settings.database_url)
+        self._engine = engine or create_relay_engine(
+            settings.database_url, command_timeout=relay.command_timeout
+        )
         self._publisher = publisher or KafkaPublisher(
             settings.kafka, client_id=f"{settings.kafka.client_id}-relay"
         )
