@@ -102,6 +102,19 @@ def health_options(command: _F) -> _F:
     )(command)
 
 
+def relay_options(command: _F) -> _F:
+    """Every option of ``eventseam relay`` (the framework commands that run it take them too):
+    ``--bundled-broker``, the logging, metrics and health options. The command gets them as
+    ``run_relay``'s keyword arguments."""
+    command = metrics_options(RELAY_METRICS_HELP)(health_options(command))
+    return click.option(
+        "--bundled-broker",
+        is_flag=True,
+        help="When no Kafka bootstrap servers are set, start the bundled memory broker "
+        "(development only).",
+    )(logging_options(command))
+
+
 def serve_health(port: int | None, address: str) -> health.Health | None:
     """Serve probes on ``address:port`` unless ``port`` is None; the Health to feed, or None.
 

@@ -12,7 +12,7 @@ probes (engine.health: ready once connected with its topics, while sends and cla
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import click
@@ -20,15 +20,7 @@ import structlog
 
 from engine import metrics
 from engine.cli.logging import configure_logging
-from engine.cli.options import (
-    RELAY_METRICS_HELP,
-    health_options,
-    logging_options,
-    metrics_options,
-    serve_health,
-    serve_metrics,
-    settings_or_fail,
-)
+from engine.cli.options import relay_options, serve_health, serve_metrics, settings_or_fail
 from engine.cli.signals import stop_on_signals
 from outbox import migrate
 from outbox.errors import KafkaSecurityError, SchemaOutOfDateError
@@ -49,34 +41,11 @@ class SchemaExit(click.ClickException):
 
 
 @click.command()
-@click.option(
-    "--bundled-broker",
-    is_flag=True,
-    help="When no Kafka bootstrap servers are set, start the bundled memory broker (development only).",
-)
-@logging_options
-@metrics_options(RELAY_METRICS_HELP)
-@health_options
-def relay(
-    bundled_broker: bool,
-    log_level: str,
-    json_logs: bool,
-    metrics_port: int | None,
-    metrics_addr: str,
-    health_port: int | None,
-    health_addr: str,
-) -> None:
+@relay_options
+def relay(**options: Any) -> None:
     """Forward pending outbox rows to Kafka until SIGTERM or SIGINT."""
     run_relay(
-        settings_or_fail(),
-        bundled_broker=bundled_broker,
-        log_level=log_level,
-        json_logs=json_logs,
-        missing_servers="set EVENTSEAM_KAFKA__BOOTSTRAP_SERVERS",
-        metrics_port=metrics_port,
-        metrics_addr=metrics_addr,
-        health_port=health_port,
-        health_addr=health_addr,
+        settings_or_fail(), missing_servers="set EVENTSEAM_KAFKA__BOOTSTRAP_SERVERS", **options
     )
 
 

@@ -331,12 +331,7 @@ def worker_process(
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`eventseam worker --context courier [options]` in a subprocess (killed if still running
     at exit)."""
-    from tests.reliability.processes import spawn_worker  # it imports this module's app
+    from tests.reliability.processes import running_worker  # it imports this module's app
 
-    process = spawn_worker(WORKER_APP, ["courier"], environment, log, *options)
-    try:
+    with running_worker(WORKER_APP, ["courier"], environment, log, *options) as process:
         yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(30)

@@ -18,9 +18,7 @@ import itertools
 import json
 import os
 import signal
-import subprocess
-import sys
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,10 +30,11 @@ from opentelemetry.instrumentation.flask import FlaskInstrumentor
 from engine.integrations.flask import stop_seam
 from tests.broker.tracing_app import ASSESS, HANDLER, db, settings, web_app
 from tests.kafka_broker import create_outbox, relay_running, wait_for
+from tests.reliability.processes import running_worker
 from tests.tracing_support import installed_provider, only, span_rows
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator
     from typing import Any
 
     from flask import Flask
@@ -46,22 +45,8 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.anyio, pytest.mark.broker, pytest.mark.postgres]
 
 REPO = Path(__file__).resolve().parents[2]
-WORKER = "import sys; from engine.cli.worker import worker; worker(sys.argv[2:], obj={'app_path': sys.argv[1]})"
-
-
-@contextmanager
-def worker_process(environment: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`eventseam worker --context triage` in a subprocess (killed if still running at exit)."""
-    command = [sys.executable, "-c", WORKER, "tests.broker.tracing_app:worker_app"]
-    command += ["--context", "triage"]
-    with log.open("ab") as output:
-        process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=output, stderr=output)
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(30)
+#: The factory the worker subprocess loads (``--app``).
+APP = "tests.broker.tracing_app:worker_app"
 
 
 @asynccontextmanager
@@ -100,7 +85,7 @@ async def test_one_trace_from_the_web_request_to_the_handler_in_a_worker_process
     with installed_provider() as exporter:
         app_settings = settings(postgres_url, bootstrap, topic_prefix)
         async with instrumented(web_app(postgres_url, bootstrap, topic_prefix)) as app:
-            with worker_process(environment, log) as worker:
+            with running_worker(APP, ["triage"], environment, log) as worker:
                 async with relay_running(app_settings):
                     response = await anyio.to_thread.run_sync(app.test_client().post, "/tickets")
                     assert response.status_code == 201, response.text

@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import anyio
@@ -21,7 +22,7 @@ from tests.reliability.app import PARTITIONS
 
 if TYPE_CHECKING:
     import random
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
 #: ``eventseam --app APP worker ...`` without the console script (argv: APP, worker options).
@@ -58,6 +59,20 @@ def spawn_worker(
         return subprocess.Popen(
             command, cwd=REPO_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT
         )
+
+
+@contextmanager
+def running_worker(
+    app: str, contexts: list[str], env: dict[str, str], log: Path, *options: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``spawn_worker``'s process, killed if it still runs when the block ends."""
+    process = spawn_worker(app, contexts, env, log, *options)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(30)
 
 
 #: A line each process logs once it handles SIGTERM gracefully (before: SIGTERM kills it).

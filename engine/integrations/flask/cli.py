@@ -29,12 +29,7 @@ from rich.table import Table
 
 from engine.cli import LazyGroup
 from engine.cli.config import flatten, mask
-from engine.cli.options import (
-    RELAY_METRICS_HELP,
-    health_options,
-    logging_options,
-    metrics_options,
-)
+from engine.cli.options import relay_options
 from engine.integrations.common import run_relay
 from engine.settings import config_file
 
@@ -116,35 +111,14 @@ def _defaults(url: str) -> dict[str, Any]:
 
 
 @eventseam_cli.command("relay")
-@click.option(
-    "--bundled-broker",
-    is_flag=True,
-    help="When no Kafka bootstrap servers are set, start the bundled memory broker (development only).",
-)
-@logging_options
-@metrics_options(RELAY_METRICS_HELP)
-@health_options
-def relay(
-    bundled_broker: bool,
-    log_level: str,
-    json_logs: bool,
-    metrics_port: int | None,
-    metrics_addr: str,
-    health_port: int | None,
-    health_addr: str,
-) -> None:
+@relay_options
+def relay(**options: Any) -> None:
     """Forward pending outbox rows to Kafka until SIGTERM or SIGINT (`eventseam relay`)."""
     run_relay(
         get_state().config.settings,
-        bundled_broker=bundled_broker,
-        log_level=log_level,
-        json_logs=json_logs,
         missing_servers="set app.config['EVENTSEAM_KAFKA'] = {'bootstrap_servers': 'host:9092'} "
         "or EVENTSEAM_KAFKA__BOOTSTRAP_SERVERS",
-        metrics_port=metrics_port,
-        metrics_addr=metrics_addr,
-        health_port=health_port,
-        health_addr=health_addr,
+        **options,
     )
 
 
