@@ -42,6 +42,9 @@ Contract:
 * Handlers run in worker threads (sync ones there, async ones back on the event loop) with the
   structlog contextvars event_id, event_type, context, correlation_id, handler and attempt bound.
 * Broker and database failures never end ``run``: they are logged, backed off and retried.
+* ``condition`` (engine.health): running once every handler's consumer started, stopping after
+  ``stop()``; a failing fetch or inbox claim names the handler's broker or database
+  (``"broker (handler)"``) until one succeeds again.
 
 Each handler's loops are engine.handler_worker.HandlerWorker; its database side (inbox and
 transactions, in worker threads) is engine.inbox_apply.InboxApplier.

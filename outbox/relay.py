@@ -21,6 +21,10 @@ Contract (DESIGN.md, "The relay"):
   on recovery.
 - Rows that fail for good are parked after ``max_attempts`` without holding up other aggregates
   (outbox.parked). Published rows kept for a window are purged in batches (outbox.retention).
+- A PostgreSQL statement or connect unanswered after ``RelaySettings.command_timeout`` fails like
+  an outage (the connection is dropped and opened again).
+- ``condition`` (engine.health): running once started, stopping after ``stop()``; a failing send
+  names ``broker`` and a failing connect or claim ``database``, until one succeeds again.
 
 Pipeline: while rounds are in flight (at most ``PIPELINE_DEPTH``, so memory stays flat whatever
 the backlog) the next one is fetched, and keeps fetching until there is room (up to
