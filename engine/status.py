@@ -18,6 +18,9 @@ Sources, each read once per call:
   ``end_offsets``: the bundled broker answers ListOffsets(latest) wrongly after multi-record
   batches (measured: 14 for a partition holding 18 records). Committed offsets come from
   OffsetFetch by a consumer of that group that never joins it, so status never moves a group.
+* Relays (the same database pass, own queries): the relay processes whose membership has not
+  expired (outbox.lease_table, the database clock), the slots each holds an unexpired lease on,
+  and how many of the leased slots no live relay holds.
 * Bus dead letters (in-process handlers that failed every attempt): while the seam runs in this
   process, its store's count; otherwise the rows of ``eventseam_dead_letter`` per handler (where
   a seam bound to a database stores them), read in the database pass (``None`` when that table
@@ -40,6 +43,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from outbox.dead_letter_table import dead_letter
+from outbox.lease_table import relay_lease, relay_member
+from outbox.leases import epoch_now
 from outbox.table import Status as RowStatus
 from outbox.table import outbox
 from outbox.topics import TopicNamer
@@ -141,6 +146,25 @@ class ContextStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class RelayStatus:
+    """A live relay process: its id, the slots it holds, seconds until its membership lapses."""
+
+    owner: str
+    slots: int
+    expires_in_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class RelayFigures:
+    """The relay processes sharing this outbox: ``slots`` leased in all (0 before any relay
+    ran), ``free`` of them held by no live relay, and each live relay."""
+
+    slots: int
+    free: int
+    relays: list[RelayStatus]
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
     """Everything ``eventseam status`` shows; ``errors`` lists the sources that failed."""
 
@@ -149,6 +173,8 @@ class Status:
     kafka: str | None
     contexts: list[ContextStatus]
     errors: list[str] = field(default_factory=list)
+    #: None when the lease tables could not be read.
+    relays: RelayFigures | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (the ``--json`` schema: ``version``, then the fields, times in RFC 3339)."""
@@ -184,6 +210,27 @@ def outbox_figures(connection: Connection, now: datetime | None = None) -> dict[
     return {context: OutboxFigures(**values) for context, values in sorted(found.items())}
 
 
+def relay_figures(connection: Connection) -> RelayFigures:
+    """Live relays (membership unexpired by the database clock) and their unexpired slots."""
+    now = epoch_now()
+    members = select(relay_member.c.owner, relay_member.c.expires_at - now).where(
+        relay_member.c.expires_at > now
+    )
+    live = {owner: float(left) for owner, left in connection.execute(members)}
+    held_query = (
+        select(relay_lease.c.owner, func.count())
+        .where(relay_lease.c.owner.is_not(None), relay_lease.c.expires_at > now)
+        .group_by(relay_lease.c.owner)
+    )
+    held = {owner: int(count) for owner, count in connection.execute(held_query)}
+    slots = int(connection.execute(select(func.count()).select_from(relay_lease)).scalar_one())
+    relays = [
+        RelayStatus(owner, held.get(owner, 0), round(max(0.0, left), 1))
+        for owner, left in sorted(live.items())
+    ]
+    return RelayFigures(slots, slots - sum(relay.slots for relay in relays), relays)
+
+
 def read_outbox_figures(engine: Engine) -> dict[str, OutboxFigures]:
     """``outbox_figures`` on a new connection of ``engine`` (blocking)."""
     with engine.connect() as connection:
@@ -203,7 +250,8 @@ class _DatabaseView:
     states: list[FlagState] | None = None
     figures: dict[str, OutboxFigures] | None = None
     bus_letters: dict[str, int] | None = None
-    error: str | None = None
+    relays: RelayFigures | None = None
+    errors: list[str] = field(default_factory=list)
 
 
 def _read_database(host: StatusHost, engine: Engine) -> _DatabaseView:
@@ -214,14 +262,24 @@ def _read_database(host: StatusHost, engine: Engine) -> _DatabaseView:
             view.states = host.flags.states()
             view.figures = outbox_figures(connection)
     except SQLAlchemyError as exc:
-        view.error = f"database: {exc.__class__.__name__}: {exc}".splitlines()[0]
+        view.errors.append(_failed("database", exc))
         return view
     try:  # its own pass: a database without the dead-letter table still shows the rest
         with engine.connect() as connection:
             view.bus_letters = stored_dead_letters(connection)
     except SQLAlchemyError as exc:
-        view.error = f"dead letters: {exc.__class__.__name__}: {exc}".splitlines()[0]
+        view.errors.append(_failed("dead letters", exc))
+    try:  # likewise for the relays' lease tables
+        with engine.connect() as connection:
+            view.relays = relay_figures(connection)
+    except SQLAlchemyError as exc:
+        view.errors.append(_failed("relays", exc))
     return view
+
+
+def _failed(source: str, exc: Exception) -> str:
+    """What ``Status.errors`` says about a source that could not be read: one line."""
+    return f"{source}: {exc.__class__.__name__}: {exc}".splitlines()[0]
 
 
 def stored_dead_letters(connection: Connection) -> dict[str, int]:
@@ -388,7 +446,7 @@ async def collect_status(
     broker: _KafkaView | None = None
     if kafka and (servers or offsets is not None):
         broker = await _read_kafka(plans, offsets or KafkaOffsets(host.settings), kafka_wait)
-    errors = [error for error in (database.error, broker and broker.error) if error]
+    errors = [*database.errors, *([broker.error] if broker and broker.error else [])]
     handlers = [_handler_status(host, plan, broker, database) for plan in plans]
     return Status(
         generated_at=datetime.now(UTC),
@@ -396,6 +454,7 @@ async def collect_status(
         kafka=servers if kafka else None,
         contexts=_contexts(host, database, handlers),
         errors=errors,
+        relays=database.relays,
     )
 
 

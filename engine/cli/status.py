@@ -54,7 +54,8 @@ USAGE_EXIT = 2
 def status(
     ctx: click.Context, as_json: bool, database_url: str | None, no_kafka: bool, timeout: float
 ) -> None:
-    """Show each context's mode, outbox backlog, parked rows, dead letters and consumer lag."""
+    """Show each context's mode, outbox backlog, parked rows, dead letters and consumer lag, and the
+    relays."""
     host = load_host(ctx)
     try:
         report = anyio.run(_collect, host, database_url, not no_kafka, timeout, backend="asyncio")
@@ -90,8 +91,11 @@ def load_host(ctx: click.Context) -> StatusHost:
 
 
 def print_status(console: Console, report: Status) -> None:
-    """The figures as rich tables (contexts, then consumer groups when Kafka was read), errors."""
+    """The figures as rich tables (contexts, relays, then consumer groups when Kafka was read),
+    errors."""
     console.print(_contexts_table(report))
+    if report.relays is not None:
+        console.print(_relays(report))
     handlers = [h for context in report.contexts for h in context.handlers if h.lag is not None]
     if handlers:
         console.print(_groups_table(handlers))
@@ -118,6 +122,24 @@ def _contexts_table(report: Status) -> Table:
             _count(context.dead_letters),
             _count(context.bus_dead_letters),
         )
+    return table
+
+
+def _relays(report: Status) -> Table | str:
+    """The live relays with their slots; a warning line when none runs and rows wait."""
+    figures = report.relays
+    assert figures is not None
+    if not figures.relays:
+        waiting = sum(context.backlog or 0 for context in report.contexts)
+        line = f"relays: none running ({figures.slots} slots free)"
+        return f"[yellow]{line}: {waiting} pending rows wait[/]" if waiting else line
+    title = f"relays: {len(figures.relays)} running, {figures.slots} slots, {figures.free} free"
+    table = Table(title=title, title_justify="left")
+    table.add_column("relay", no_wrap=True)
+    table.add_column("slots", justify="right", no_wrap=True)
+    table.add_column("membership lapses in", justify="right", no_wrap=True)
+    for relay in figures.relays:
+        table.add_row(escape(relay.owner), str(relay.slots), _age(relay.expires_in_seconds))
     return table
 
 

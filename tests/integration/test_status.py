@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import Engine, create_engine, update
+from sqlalchemy import Engine, create_engine, insert, update
 from sqlalchemy.orm import sessionmaker
 
 from engine.cli.status import status as status_command
@@ -20,10 +20,12 @@ from engine.modes import Mode
 from engine.seam import EventSeam
 from engine.settings import BusSettings, EventSeamSettings, KafkaSettings
 from engine.status import collect_status
+from outbox.lease_table import relay_lease, relay_member
+from outbox.leases import epoch_now
 from outbox.table import Status, metadata, outbox
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
 
 pytestmark = pytest.mark.anyio
 
@@ -217,8 +219,13 @@ def invoke(monkeypatch: pytest.MonkeyPatch, url: str, *args: str) -> tuple[int, 
 def check_schema(data: dict[str, Any]) -> None:
     """Fail unless ``data`` follows the ``status --json`` schema, version 2."""
     assert data["version"] == 2
-    assert set(data) == {"version", "generated_at", "database", "kafka", "contexts", "errors"}
+    assert set(data) == {
+        "version", "generated_at", "database", "kafka", "contexts", "errors", "relays"
+    }  # fmt: skip
     datetime.fromisoformat(data["generated_at"])
+    assert set(data["relays"]) == {"slots", "free", "relays"}
+    for relay in data["relays"]["relays"]:
+        assert set(relay) == {"owner", "slots", "expires_in_seconds"}
     for context in data["contexts"]:
         assert set(context) == {
             "name", "mode", "mode_origin", "known", "backlog", "oldest_pending_age_seconds",
@@ -267,6 +274,56 @@ def test_tables_for_people(monkeypatch: pytest.MonkeyPatch, database_url: str) -
     assert "broker (settings)" in ledger_line
     assert " 2 " in ledger_line
     assert "not read (no Kafka bootstrap servers)" in output
+
+
+def lease_rows(
+    engine: Engine, members: dict[str, float], leases: Sequence[tuple[str | None, float]]
+) -> None:
+    """Relay membership (owner -> seconds until it lapses) and one lease row per slot, in order
+    ((owner, seconds until it lapses)), on the database clock as relays write them."""
+    with engine.begin() as connection:
+        for owner, seconds in members.items():
+            connection.execute(
+                insert(relay_member).values(owner=owner, expires_at=epoch_now() + seconds)
+            )
+        for slot, (holder, lapses) in enumerate(leases):
+            connection.execute(
+                insert(relay_lease).values(slot=slot, owner=holder, expires_at=epoch_now() + lapses)
+            )
+
+
+async def test_relays_are_the_live_members_with_their_unexpired_slots(seam: EventSeam) -> None:
+    """A relay counts while its membership has not lapsed, with the slots whose lease has not; the rest are free."""
+    members = {"relay-a": 10.0, "relay-b": 10.0, "relay-dead": -5.0}
+    leases = [("relay-a", 9.0)] * 3 + [("relay-b", -1.0), ("relay-dead", 3.0), ("relay-a", -2.0)]
+    lease_rows(engine_of(seam), members, leases)
+    report = await collect_status(seam, kafka=False)
+    assert report.relays is not None
+    assert (report.relays.slots, report.relays.free) == (6, 3)
+    assert [(relay.owner, relay.slots) for relay in report.relays.relays] == [
+        ("relay-a", 3),
+        ("relay-b", 0),
+    ]
+    assert all(5.0 < relay.expires_in_seconds <= 10.0 for relay in report.relays.relays)
+    assert report.errors == []
+
+
+def test_relays_for_people(monkeypatch: pytest.MonkeyPatch, database_url: str) -> None:
+    """No live relay while rows wait prints a warning line; live relays print a table of their slots."""
+    app = build_seam(database_url)
+    try:
+        publish_rows(app, entries=2, notes=0)
+        code, output = invoke(monkeypatch, database_url)
+        assert code == 0, output
+        assert "relays: none running (0 slots free): 2 pending rows wait" in output
+        lease_rows(engine_of(app), {"relay-a": 10.0}, [("relay-a", 10.0)] * 2 + [(None, 0.0)])
+        code, output = invoke(monkeypatch, database_url)
+    finally:
+        engine_of(app).dispose()
+    assert code == 0, output
+    assert "relays: 1 running, 3 slots, 1 free" in output
+    relay_line = next(line for line in output.splitlines() if "relay-a" in line)
+    assert " 2 " in relay_line
 
 
 def test_unloadable_application_exits_2() -> None:
