@@ -12,9 +12,9 @@ over HTTP, for Kubernetes' liveness and readiness probes or a supervisor's healt
                    failing dependency with its last error.
 
 Both answer JSON, for example ``{"status": "failing", "checks": {"relay": {"state": "running",
-"failing": {"broker": "eventseam.orders: NodeNotReadyError: ..."}}}}``. A dependency outage fails readiness
-only, never liveness: the relay and the runner wait outages out by themselves (they never exit
-on one), so restarting them would not help.
+"failing": {"broker": "eventseam.orders: NodeNotReadyError: ..."}}}}``. A dependency outage
+fails readiness only, never liveness: the relay and the runner wait outages out by themselves
+(they never exit on one), so restarting them would not help.
 
 A component reports through its ``Condition`` (the relay's and the runner's ``condition``): the
 event loop writes it, the server's thread reads it (a state string and a dict copied whole, so no
