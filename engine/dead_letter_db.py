@@ -36,7 +36,7 @@ from outbox.dead_letter_table import dead_letter, dlq_resolved
 
 from .codec import decode, decode_headers, encode, encode_headers
 from .dead_letters import DeadLetter, InMemoryDeadLetterStore
-from .errors import DecodeError, EngineError, UnknownDeadLetterError
+from .errors import DecodeError, EngineError, UnknownDeadLetterError, error_line
 
 if TYPE_CHECKING:
     import builtins
@@ -230,7 +230,7 @@ class SqlDeadLetterStore:
                 dead_letter_id=str(letter.id),
                 handler=letter.handler,
                 event_id=str(letter.event.event_id),
-                error=f"{type(exc).__name__}: {exc}".splitlines()[0],
+                error=error_line(exc),
                 kept="in memory",
             )
 

@@ -248,3 +248,9 @@ class MasterKeyError(PersonalDataError):
 class CiphertextError(PersonalDataError):
     """Raised when a personal-data envelope is malformed, or its key exists but authentication
     fails (tampered ciphertext, or an envelope moved to another event or field)."""
+
+
+def error_line(error: BaseException) -> str:
+    """An error in one line, for logs and reports: its type, then its message's first line."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__

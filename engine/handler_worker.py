@@ -29,8 +29,8 @@ from .apply_queue import ApplyQueue, Waiting
 from .batch_decode import BatchDecoder
 from .dead_letter_marks import DeadLetterLedger
 from .dead_letter_topic import HANDLER_FAILED, dead_letter_message
-from .errors import ConsumeError, DecodeError
-from .health import BROKER, DATABASE, error_reason
+from .errors import ConsumeError, DecodeError, error_line
+from .health import BROKER, DATABASE
 from .inbox_apply import InboxUnavailableError
 from .offset_progress import Progress
 
@@ -211,7 +211,7 @@ class HandlerWorker:
         except ConsumeError as exc:
             self._fetch_failures += 1
             self._log.warning("consumer.fetch_failed", error=str(exc), attempt=self._fetch_failures)
-            self._condition.failing(self._broker_key, error_reason(exc))
+            self._condition.failing(self._broker_key, error_line(exc))
             await self._pause(self._policy.delay(self._fetch_failures))
             return None
         self._fetch_failures, generation = 0, self._generation
@@ -294,7 +294,7 @@ class HandlerWorker:
                 )
             except InboxUnavailableError as exc:
                 outages, error = outages + 1, None
-                self._condition.failing(self._database_key, error_reason(exc))
+                self._condition.failing(self._database_key, error_line(exc))
                 self._log.warning(
                     "consumer.inbox_unavailable",
                     **_event_ids(item.event),

@@ -46,7 +46,6 @@ __all__ = [
     "Condition",
     "Health",
     "HealthServer",
-    "error_reason",
     "serve",
 ]
 
@@ -60,12 +59,6 @@ STALL_AFTER: Final = 30.0
 STARTING, RUNNING, STOPPING = "starting", "running", "stopping"
 #: The dependencies a relay or runner reports on (``Condition.failing``).
 BROKER, DATABASE = "broker", "database"
-
-
-def error_reason(exc: BaseException) -> str:
-    """An error as ``/readyz`` shows it: its type and the first line of its message."""
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 class Condition:

@@ -34,7 +34,7 @@ import anyio
 import anyio.to_thread
 
 from . import inbox
-from .errors import SettingsError, UnknownHandlerError
+from .errors import SettingsError, UnknownHandlerError, error_line
 from .inbox_apply import InboxApplier
 
 if TYPE_CHECKING:
@@ -108,11 +108,6 @@ def find_handler(host: RedeliveryHost, name: str) -> HandlerSpec:
         raise UnknownHandlerError(name, sorted(specs)) from None
 
 
-def _error_text(error: BaseException) -> str:
-    text = f"{type(error).__name__}: {error}"
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 class Redeliverer:
     """Applies events to handlers of ``host`` in this process (see the module docstring).
 
@@ -175,7 +170,7 @@ class Redeliverer:
         try:
             applied = await anyio.to_thread.run_sync(applier.apply_one, event, 1)
         except Exception as exc:
-            return self._delivery(handler, event, Outcome.FAILED, _error_text(exc))
+            return self._delivery(handler, event, Outcome.FAILED, error_line(exc))
         outcome = Outcome.DELIVERED if applied else Outcome.ALREADY_APPLIED
         return self._delivery(handler, event, outcome)
 

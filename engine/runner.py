@@ -68,11 +68,11 @@ from outbox.topics import TopicNamer, Topics
 from . import metrics
 from .consumer import KafkaConsumer
 from .dead_letter_topic import DeadLetterTopics
-from .errors import ConsumeError, SettingsError
+from .errors import ConsumeError, SettingsError, error_line
 from .handler_worker import DeadLetterPublisher as DeadLetterPublisher
 from .handler_worker import DeadLetterSender, HandlerWorker
 from .handler_worker import HandlerStats as HandlerStats
-from .health import BROKER, Condition, error_reason
+from .health import BROKER, Condition
 from .inbox_apply import InboxApplier
 from .retry import RetryPolicy
 from .topic_records import TopicReader
@@ -287,7 +287,7 @@ class ConsumerRunner:
             except (PublishError, ConsumeError) as exc:
                 attempt += 1
                 log.warning(event, error=str(exc), attempt=attempt)
-                self.condition.failing(BROKER, error_reason(exc))
+                self.condition.failing(BROKER, error_line(exc))
                 with anyio.move_on_after(self.policy.delay(attempt)):
                     await self._stopping.wait()
         return False

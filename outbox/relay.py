@@ -55,7 +55,8 @@ import anyio.lowlevel
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
-from engine.health import BROKER, DATABASE, Condition, error_reason
+from engine.errors import error_line
+from engine.health import BROKER, DATABASE, Condition
 from engine.metrics import record_relay_batch
 from engine.retry import RetryPolicy
 
@@ -248,7 +249,7 @@ class Relay:
             except (PublishError, SQLAlchemyError, OSError) as exc:
                 attempt += 1
                 log.warning(event, owner=self.owner, error=str(exc), attempt=attempt)
-                self.condition.failing(dependency, error_reason(exc))
+                self.condition.failing(dependency, error_line(exc))
                 await self._sleep(self._outage_policy.delay(attempt))
 
     async def _create_startup_topics(self) -> None:
@@ -363,7 +364,7 @@ class Relay:
             log.warning(
                 "relay_fetch_failed", owner=self.owner, error=str(exc), attempt=self._outages
             )
-            self.condition.failing(DATABASE, error_reason(exc))
+            self.condition.failing(DATABASE, error_line(exc))
             await self._sleep(self._outage_policy.delay(self._outages))
             self._rescan = True
             return None

@@ -12,6 +12,7 @@ import anyio
 import pytest
 
 from engine import health
+from engine.errors import error_line
 from engine.health import Condition, Health
 
 if TYPE_CHECKING:
@@ -60,10 +61,10 @@ def test_condition_is_ready_only_while_running_without_failures() -> None:
     assert (condition.state, condition.ready) == ("stopping", False)
 
 
-def test_error_reason_is_the_type_and_first_line() -> None:
+def test_error_line_is_the_type_and_first_line() -> None:
     """What /readyz shows of an exception: its type and its message's first line."""
-    assert health.error_reason(OSError("refused\nmore detail")) == "OSError: refused"
-    assert health.error_reason(TimeoutError()) == "TimeoutError"
+    assert error_line(OSError("refused\nmore detail")) == "OSError: refused"
+    assert error_line(TimeoutError()) == "TimeoutError"
 
 
 def test_readyz_follows_the_watched_conditions(probes: tuple[Health, int]) -> None:
