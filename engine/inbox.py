@@ -189,7 +189,7 @@ def claim(
     """
     connection = _connection(target)
     row = _row(handler, InboxEntry(_uuid(event_id), event_type, context), _utc(processed_at))
-    statement = _insert_ignoring_conflict(connection.dialect.name)
+    statement = _IGNORING_CONFLICT.get(connection.dialect.name)
     if statement is None:
         return _claim_with_savepoint(connection, row)
     result = connection.execute(statement.values(row).execution_options(preserve_rowcount=True))
@@ -367,10 +367,6 @@ _IGNORING_CONFLICT: Final[dict[str, Insert]] = {
 }
 #: ``claim_many`` on SQLite: the rows that were inserted, conflicts skipped.
 _SQLITE_CLAIM: Final = _IGNORING_CONFLICT["sqlite"].returning(inbox.c.event_id)
-
-
-def _insert_ignoring_conflict(dialect: str) -> Insert | None:
-    return _IGNORING_CONFLICT.get(dialect)
 
 
 def _claim_with_savepoint(connection: Connection, row: dict[str, Any]) -> bool:
