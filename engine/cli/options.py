@@ -25,9 +25,6 @@ _F = TypeVar("_F", bound="Callable[..., object]")
 
 LEVELS: Final = ("debug", "info", "warning", "error")
 METRICS_HELP: Final = "Serve Prometheus metrics on this port (/metrics)."
-RELAY_METRICS_HELP: Final = (
-    "Serve Prometheus metrics on this port (/metrics); the outbox gauges are sampled too."
-)
 
 
 #: ``--url URL``: the database a command works on (default: the database_url setting).
@@ -106,7 +103,10 @@ def relay_options(command: _F) -> _F:
     """Every option of ``eventseam relay`` (the framework commands that run it take them too):
     ``--bundled-broker``, the logging, metrics and health options. The command gets them as
     ``run_relay``'s keyword arguments."""
-    command = metrics_options(RELAY_METRICS_HELP)(health_options(command))
+    metrics_help = (
+        "Serve Prometheus metrics on this port (/metrics); the outbox gauges are sampled too."
+    )
+    command = metrics_options(metrics_help)(health_options(command))
     return click.option(
         "--bundled-broker",
         is_flag=True,
