@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import signal
-import urllib.error
-import urllib.request
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.to_thread
 import pytest
 
 from tests.broker.runner_conftest import courier_app, worker_environment, worker_process
+from tests.http_probe import probe
 from tests.kafka_broker import (
     item,
     outbox_rows,
@@ -31,17 +30,6 @@ if TYPE_CHECKING:
     from outbox.bundled_broker import BundledBroker
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker, pytest.mark.postgres]
-
-
-def probe(port: int, path: str) -> tuple[int, dict[str, Any]]:
-    """(HTTP status, JSON body) of a probe path; (0, {}) while nothing answers yet."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-    except OSError:
-        return 0, {}
 
 
 async def served_port(log: Path) -> int:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.error
-import urllib.request
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 import pytest
@@ -14,20 +11,10 @@ import pytest
 from engine import health
 from engine.errors import error_line
 from engine.health import Condition, Health
+from tests.http_probe import probe
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-
-
-def get(port: int, path: str, method: str = "GET") -> tuple[int, Any]:
-    """(status, JSON body or None) of ``path`` on the local probe server."""
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            status, body = response.status, response.read()
-    except urllib.error.HTTPError as error:
-        status, body = error.code, error.read()
-    return status, json.loads(body) if body else None
 
 
 @pytest.fixture
@@ -70,26 +57,26 @@ def test_error_line_is_the_type_and_first_line() -> None:
 def test_readyz_follows_the_watched_conditions(probes: tuple[Health, int]) -> None:
     """503 with nothing watched or while starting, 200 running, 503 naming a failing dependency."""
     state, port = probes
-    status, body = get(port, "/readyz")
+    status, body = probe(port, "/readyz")
     assert (status, body) == (503, {"status": "failing", "checks": {}})
     relay = Condition()
     state.watch("relay", relay)
-    status, body = get(port, "/readyz")
+    status, body = probe(port, "/readyz")
     assert status == 503
     assert body["checks"]["relay"] == {"state": "starting", "failing": {}}
     relay.running()
-    assert get(port, "/readyz") == (
+    assert probe(port, "/readyz") == (
         200,
         {"status": "ok", "checks": {"relay": {"state": "running", "failing": {}}}},
     )
     relay.failing("broker", "orders: KafkaConnectionError")
-    status, body = get(port, "/readyz")
+    status, body = probe(port, "/readyz")
     assert status == 503
     assert body["checks"]["relay"]["failing"] == {"broker": "orders: KafkaConnectionError"}
     relay.recovered("broker")
-    assert get(port, "/readyz")[0] == 200
+    assert probe(port, "/readyz")[0] == 200
     relay.stopping()
-    assert get(port, "/readyz")[0] == 503
+    assert probe(port, "/readyz")[0] == 503
 
 
 def test_healthz_fails_once_the_heartbeat_is_older_than_stall_after(
@@ -101,23 +88,23 @@ def test_healthz_fails_once_the_heartbeat_is_older_than_stall_after(
     failing.failing("broker", "down")
     state.watch("relay", failing)
     state.tick()
-    status, body = get(port, "/healthz")
+    status, body = probe(port, "/healthz")
     assert status == 200
     assert body["status"] == "ok"
     time.sleep(0.3)
-    status, body = get(port, "/healthz")
+    status, body = probe(port, "/healthz")
     assert status == 503
     assert body["event_loop_silent_seconds"] > 0.2
     state.tick()
-    assert get(port, "/healthz")[0] == 200
+    assert probe(port, "/healthz")[0] == 200
 
 
 def test_unknown_path_is_404_and_head_has_no_body(probes: tuple[Health, int]) -> None:
     """Only the two probe paths exist; HEAD gets the status without a body."""
     state, port = probes
     state.tick()
-    assert get(port, "/metrics")[0] == 404
-    assert get(port, "/healthz", method="HEAD") == (200, None)
+    assert probe(port, "/metrics")[0] == 404
+    assert probe(port, "/healthz", method="HEAD") == (200, None)
 
 
 @pytest.mark.anyio
