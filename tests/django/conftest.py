@@ -84,10 +84,12 @@ def pg_alias(postgres_server: URL) -> Iterator[str]:
 
 
 @pytest.fixture(params=sorted(ALIASES))
-def alias(request: pytest.FixtureRequest) -> str:
-    """A migrated database alias, once for SQLite and once for PostgreSQL."""
-    fixture = "sqlite_alias" if request.param == "sqlite" else "pg_alias"
-    return str(request.getfixturevalue(fixture))
+def alias(request: pytest.FixtureRequest, sqlite_alias: str) -> str:
+    """A migrated database alias, once for SQLite and once for PostgreSQL.
+
+    The SQLite alias is migrated either way: it is ``default``, where the seam reads its flags.
+    """
+    return sqlite_alias if request.param == "sqlite" else str(request.getfixturevalue("pg_alias"))
 
 
 @pytest.fixture(autouse=True)
