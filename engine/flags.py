@@ -18,20 +18,22 @@ declare, SettingsError for a mode that does not exist.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import structlog
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, delete, insert, inspect, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from outbox.errors import SchemaMissingError
 from outbox.flag_table import flags as flag_table
 
 from .contexts import ContextMap
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
     from .settings import EventSeamSettings
 
 _log = structlog.get_logger(__name__)
+_T = TypeVar("_T")
 
 
 class FlagOrigin(StrEnum):
@@ -207,13 +210,28 @@ class FlagSource:
             return False
         return await target.run_sync(self.refresh, force=True)
 
+    async def load(self) -> None:
+        """Read the flag table now through ``engine``.
+
+        Raises SchemaMissingError when the table does not exist (migrations were not run), the
+        database's error otherwise.
+        """
+        try:
+            await self._refresh_via_engine()
+        except SQLAlchemyError as exc:
+            if not await self._through_engine(_has_flag_table):
+                raise SchemaMissingError(_database(self._engine), flag_table.name) from exc
+            raise
+
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Refresh through ``engine`` every interval until cancelled.
 
-        The first read happens before ``task_status.started()``, so its failure fails the start;
-        later failures are logged and the last snapshot is kept.
+        Unless the table was read already (``load``, ``refresh``), the first read (``load``)
+        happens before ``task_status.started()``, so its failure fails the start; later
+        failures are logged and the last snapshot is kept.
         """
-        await self._refresh_via_engine()
+        if not self._ever_loaded:
+            await self.load()
         task_status.started()
         while True:
             await self._sleep(self.interval)
@@ -259,18 +277,17 @@ class FlagSource:
             raise UnknownContextError(context, sorted(self._known))
 
     async def _refresh_via_engine(self) -> None:
+        await self._through_engine(functools.partial(self.refresh, force=True))
+
+    async def _through_engine(self, read: Callable[[Connection], _T]) -> _T:
+        """``read`` on a connection of ``engine`` (a sync engine's in a worker thread)."""
         engine = self._engine
         if engine is None:
             raise SettingsError("FlagSource.run needs an engine: FlagSource(..., engine=...)")
         if isinstance(engine, Engine):
-            await anyio.to_thread.run_sync(self._refresh_with_sync_engine, engine)
-            return
+            return await anyio.to_thread.run_sync(_on_connection, engine, read)
         async with engine.connect() as connection:
-            await connection.run_sync(self.refresh, force=True)
-
-    def _refresh_with_sync_engine(self, engine: Engine) -> None:
-        with engine.connect() as connection:
-            self.refresh(connection, force=True)
+            return await connection.run_sync(read)
 
     def _install(self, raw: list[RawFlag], started: float) -> None:
         rows: dict[str, FlagRow] = {}
@@ -314,6 +331,20 @@ class FlagSource:
             return
         self._reported.add((context, value))
         _log.warning(event, context=context, mode=value, known_contexts=list(self._known))
+
+
+def _on_connection(engine: Engine, read: Callable[[Connection], _T]) -> _T:
+    with engine.connect() as connection:
+        return read(connection)
+
+
+def _has_flag_table(connection: Connection) -> bool:
+    return inspect(connection).has_table(flag_table.name)
+
+
+def _database(engine: Engine | AsyncEngine | None) -> str:
+    """``engine``'s URL with its password hidden."""
+    return "<no engine>" if engine is None else engine.url.render_as_string(hide_password=True)
 
 
 def _upsert(connection: Connection, context: str, values: dict[str, Any]) -> None:

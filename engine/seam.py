@@ -394,7 +394,8 @@ class EventSeam:
         as ``eventseam replay`` run the bus only, for the follow-ups of what they apply).
 
         With a database (``session_factory``), the flag table is read before the seam accepts
-        events: a missing table fails the start (run ``eventseam db upgrade``).
+        events: a missing table fails the start with SchemaMissingError (run
+        ``eventseam db upgrade``), other database errors with their own.
 
         With Kafka bootstrap servers and a database (``consume=True`` forces it, ``False``
         turns it off when consumers run elsewhere), the in-process handlers (every context not
@@ -405,6 +406,8 @@ class EventSeam:
         in the background: an unreachable broker never delays or fails the start of the bus.
         """
         try:
+            if self.flags.has_engine:
+                await self.flags.load()  # outside the group: its error is raised as it is
             async with anyio.create_task_group() as group:
                 if self.flags.has_engine:
                     await group.start(self.flags.run)

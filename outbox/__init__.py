@@ -18,6 +18,8 @@ from .errors import OutsideTransactionError as OutsideTransactionError
 from .errors import PermanentPublishError as PermanentPublishError
 from .errors import PublishError as PublishError
 from .errors import RowNotFoundError as RowNotFoundError
+from .errors import SchemaError as SchemaError
+from .errors import SchemaMissingError as SchemaMissingError
 from .errors import SchemaOutOfDateError as SchemaOutOfDateError
 from .errors import TopicMismatchError as TopicMismatchError
 from .migrate import check_schema as check_schema
@@ -48,6 +50,8 @@ __all__ = [
     "PublishError",
     "Relay",
     "RowNotFoundError",
+    "SchemaError",
+    "SchemaMissingError",
     "SchemaOutOfDateError",
     "Status",
     "TopicMismatchError",

@@ -9,7 +9,9 @@
     ├── RowNotFoundError          an operator command names an outbox row that does not exist
     ├── KafkaSecurityError        TLS/SASL settings cannot be used (file, key password, token provider)
     │   └── KafkaTLSError         the broker's certificate is refused (untrusted CA, wrong host name)
-    └── SchemaOutOfDateError      the database's eventseam schema is at an older revision than the code
+    └── SchemaError               the database's eventseam schema does not fit the code (start-up)
+        ├── SchemaOutOfDateError  at an older revision than the code
+        └── SchemaMissingError    eventseam's tables are not there (migrations never ran)
 
 Append new classes at the end; keep this tree up to date.
 """
@@ -90,7 +92,14 @@ class KafkaTLSError(KafkaSecurityError):
         super().__init__(setting, f"TLS handshake with {server} failed: {reason}")
 
 
-class SchemaOutOfDateError(OutboxError):
+class SchemaError(OutboxError):
+    """The database's eventseam schema does not fit this code; ``eventseam relay`` and
+    ``eventseam worker`` exit with status 2 on it. ``database`` has its password hidden."""
+
+    database: str
+
+
+class SchemaOutOfDateError(SchemaError):
     """Raised by outbox.migrate.require_schema (``eventseam relay``/``worker`` start-up) when the
     database's eventseam schema is at an older revision than this code's head.
 
@@ -102,4 +111,21 @@ class SchemaOutOfDateError(OutboxError):
         super().__init__(
             f"the eventseam schema of {database} is at revision {current}, but this code "
             f"expects revision {expected}: run `eventseam db upgrade` before starting"
+        )
+
+
+class SchemaMissingError(SchemaError):
+    """Raised at a process start on a database without eventseam's tables (migrations never
+    ran): ``table`` was not found in ``database`` (the URL with its password hidden).
+
+    Fix: run ``eventseam db upgrade`` (Django: ``python manage.py migrate``; Flask:
+    ``flask eventseam db upgrade``).
+    """
+
+    def __init__(self, database: str, table: str) -> None:
+        self.database, self.table = database, table
+        super().__init__(
+            f"table {table} does not exist in {database}: create eventseam's tables before "
+            "starting (`eventseam db upgrade`; Django: `python manage.py migrate`; Flask: "
+            "`flask eventseam db upgrade`)"
         )

@@ -11,7 +11,8 @@ Connection is used as is: inside its open transaction (the caller commits), or i
 begins and commits. Every failure is raised as MigrationError.
 
 ``check_schema``/``require_schema`` compare a database's revision with ``head()`` at process
-start-up (``eventseam relay`` and ``eventseam worker``): an older one raises SchemaOutOfDateError.
+start-up (``eventseam relay`` and ``eventseam worker``): an older one raises SchemaOutOfDateError,
+a database without eventseam's tables SchemaMissingError.
 
 New revisions (for eventseam developers)::
 
@@ -40,8 +41,8 @@ from sqlalchemy import URL, Connection, Engine, MetaData, create_engine, inspect
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from .errors import MigrationError, SchemaOutOfDateError
-from .table import metadata
+from .errors import MigrationError, SchemaMissingError, SchemaOutOfDateError
+from .table import metadata, outbox
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -190,7 +191,8 @@ class SchemaState(enum.Enum):
     CURRENT = "current"  # at head
     OUTDATED = "outdated"  # an older revision of the shipped history
     AHEAD = "ahead"  # a revision this code does not know: newer code migrated it
-    UNVERSIONED = "unversioned"  # no version table: create_all, Django migrations, or no tables
+    UNVERSIONED = "unversioned"  # tables without a version table: create_all or Django's
+    MISSING = "missing"  # neither a version table nor the outbox table: migrations never ran
     UNREACHABLE = "unreachable"  # the check could not connect or read
 
 
@@ -215,13 +217,13 @@ def check_schema(target: str | URL | Engine) -> SchemaStatus:
     """
     expected, database = head(), _describe(target)
     try:
-        now = _read_revision(target)
+        now, has_tables = _read_revision(target)
     except (SQLAlchemyError, MigrationError, ImportError) as exc:
         return SchemaStatus(SchemaState.UNREACHABLE, database, None, expected, error=str(exc))
     if now == expected:
         state = SchemaState.CURRENT
     elif now is None:  # no version table, or an empty one (every revision downgraded)
-        state = SchemaState.UNVERSIONED
+        state = SchemaState.UNVERSIONED if has_tables else SchemaState.MISSING
     elif now in _known_revisions():
         state = SchemaState.OUTDATED
     else:
@@ -230,7 +232,8 @@ def check_schema(target: str | URL | Engine) -> SchemaStatus:
 
 
 def require_schema(target: str | URL | Engine) -> SchemaStatus:
-    """check_schema for a process start-up: raise SchemaOutOfDateError when OUTDATED.
+    """check_schema for a process start-up: raise SchemaOutOfDateError when OUTDATED and
+    SchemaMissingError when MISSING (both SchemaError).
 
     Logs a structlog warning and returns for AHEAD (a rolling deploy: older code on a newer
     schema), UNVERSIONED (``eventseam_schema_unversioned``) and UNREACHABLE; nothing for CURRENT.
@@ -239,6 +242,8 @@ def require_schema(target: str | URL | Engine) -> SchemaStatus:
     fields = {"database": status.database, "current": status.current, "expected": status.expected}
     if status.state is SchemaState.OUTDATED and status.current is not None:
         raise SchemaOutOfDateError(status.database, status.current, status.expected)
+    if status.state is SchemaState.MISSING:
+        raise SchemaMissingError(status.database, outbox.name)
     if status.state is SchemaState.AHEAD:
         log.warning("eventseam_schema_ahead", **fields)
     elif status.state is SchemaState.UNVERSIONED:
@@ -253,17 +258,20 @@ def require_schema(target: str | URL | Engine) -> SchemaStatus:
     return status
 
 
-def _read_revision(target: str | URL | Engine) -> str | None:
-    """The revision in ``target``'s version table; None when the table is missing or empty."""
+def _read_revision(target: str | URL | Engine) -> tuple[str | None, bool]:
+    """The revision in ``target``'s version table (None when the table is missing or empty),
+    and whether the outbox table exists."""
     if isinstance(target, Engine) and target.dialect.name == "sqlite":
         engine = target  # a file or memory database: no network wait; memory needs this Engine
     else:
         engine = _check_engine(target.url if isinstance(target, Engine) else target)
     try:
         with engine.connect() as connection:
-            if not inspect(connection).has_table(VERSION_TABLE):
-                return None
-            return current(connection)
+            tables = inspect(connection)
+            has_outbox = tables.has_table(outbox.name)
+            if not tables.has_table(VERSION_TABLE):
+                return None, has_outbox
+            return current(connection), has_outbox
     finally:
         if engine is not target:
             engine.dispose()

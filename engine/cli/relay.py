@@ -23,7 +23,7 @@ from engine.cli.logging import configure_logging
 from engine.cli.options import relay_options, serve_health, serve_metrics, settings_or_fail
 from engine.cli.signals import stop_on_signals
 from outbox import migrate
-from outbox.errors import KafkaSecurityError, SchemaOutOfDateError
+from outbox.errors import KafkaSecurityError, SchemaError
 from outbox.kafka_security import first_security_error
 
 if TYPE_CHECKING:
@@ -34,8 +34,8 @@ log = structlog.get_logger(__name__)
 
 
 class SchemaExit(click.ClickException):
-    """The database's eventseam schema is older than this code: exit status 2, like other
-    configuration errors."""
+    """The database's eventseam schema does not fit this code (older, or no tables): exit status
+    2, like other configuration errors."""
 
     exit_code = 2
 
@@ -70,7 +70,8 @@ def run_relay(
     ``metrics_port`` it serves Prometheus metrics and samples the outbox gauges, with
     ``health_port`` liveness and readiness probes (engine.health). Before starting
     it checks the database's eventseam schema (outbox.migrate.require_schema): an older revision
-    than this code's head raises click.ClickException with exit status 2.
+    than this code's head, or no eventseam tables at all, raises click.ClickException with exit
+    status 2.
     """
     if not settings.kafka.bootstrap_servers and not bundled_broker:
         raise click.ClickException(
@@ -80,7 +81,7 @@ def run_relay(
     configure_logging(log_level, json_logs=json_logs)
     try:
         migrate.require_schema(settings.database_url)
-    except SchemaOutOfDateError as exc:
+    except SchemaError as exc:
         raise SchemaExit(str(exc)) from exc
     serve_metrics(metrics_port, metrics_addr)
     probes = serve_health(health_port, health_addr)

@@ -14,8 +14,8 @@ The first SIGTERM or SIGINT stops gracefully: every handler finishes the record 
 its offsets and leaves its group; the process exits 0. A second signal stops at once (records in
 hand are redelivered; the inbox absorbs them). Exit status 2 for an unknown context, a context
 not in broker mode, an application that cannot be loaded, or a database whose eventseam schema is
-older than this code (outbox.migrate.require_schema; run ``eventseam db upgrade``); 1 without
-Kafka bootstrap servers.
+older than this code or missing (outbox.migrate.require_schema; run ``eventseam db upgrade``);
+1 without Kafka bootstrap servers.
 This process configures structlog for itself (engine.cli.logging). With ``--metrics-port`` it
 serves Prometheus metrics (engine.metrics): handler durations, dead letters and the lag of each
 handler's group per partition; with ``--health-port``, liveness and readiness probes
@@ -47,7 +47,7 @@ from engine.contexts import ContextMap
 from engine.errors import SettingsError, UnknownContextError
 from engine.modes import Mode
 from outbox import migrate
-from outbox.errors import KafkaSecurityError, SchemaOutOfDateError
+from outbox.errors import KafkaSecurityError, SchemaError
 from outbox.kafka_security import first_security_error
 from outbox.process_tuning import tune_for_worker
 
@@ -146,7 +146,8 @@ def check_contexts(seam: RunnerHost, contexts: Sequence[str]) -> None:
 
 
 def check_schema(seam: RunnerHost) -> None:
-    """Exit 2 when the database bound to ``seam.session_factory`` has an older eventseam schema.
+    """Exit 2 when the database bound to ``seam.session_factory`` has an older eventseam schema
+    or none.
 
     Without a bound Engine the worker uses no database, and nothing is checked.
     """
@@ -155,7 +156,7 @@ def check_schema(seam: RunnerHost) -> None:
         return
     try:
         migrate.require_schema(bind)
-    except SchemaOutOfDateError as exc:
+    except SchemaError as exc:
         app_loader.dispose_app(seam)
         _fail(str(exc))
 

@@ -12,13 +12,16 @@ from alembic.script import ScriptDirectory
 from django.core.management import call_command
 from django.db import connections, transaction
 from django.db.migrations.loader import MigrationLoader
+from django.test import override_settings
 from sqlalchemy import MetaData, Table, create_engine, make_url, text
 
 from engine.integrations.django import publish
 from engine.integrations.django.conf import database_url
 from engine.integrations.django.schema import RunAlembicRevision
 from outbox import migrate
+from outbox.errors import SchemaMissingError
 from outbox.table import NAMING_CONVENTION
+from tests.django import settings as test_settings
 from tests.django.shop.events import OrderPlaced
 from tests.integration.test_migrations import eventseam_tables, schema_of
 
@@ -122,6 +125,22 @@ def test_migrations_reverse_and_apply_again(alias: str) -> None:
     with connections[alias].cursor() as cursor:
         cursor.execute("SELECT aggregateid FROM eventseam_outbox")
         assert cursor.fetchall() == [("M1",)]
+
+
+def test_publishing_before_migrate_fails_naming_the_command(alias: str) -> None:
+    """Before `migrate`, the first publish fails with SchemaMissingError naming `manage.py migrate`."""
+    call_command("migrate", "eventseam", "zero", database=alias, verbosity=0)
+    try:
+        with (
+            override_settings(EVENTSEAM={**test_settings.EVENTSEAM, "database": alias}),
+            pytest.raises(SchemaMissingError) as raised,
+            transaction.atomic(using=alias),
+        ):
+            publish(OrderPlaced(aggregate_id="M2", number="M2"), using=alias)
+    finally:
+        call_command("migrate", "eventseam", database=alias, verbosity=0)
+    assert raised.value.table == "eventseam_flags"
+    assert "`python manage.py migrate`" in str(raised.value)
 
 
 def test_every_alembic_revision_has_a_django_migration() -> None:

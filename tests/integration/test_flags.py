@@ -10,8 +10,8 @@ import anyio
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import Engine, create_engine, insert, select
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 from structlog.testing import capture_logs
 
@@ -22,6 +22,7 @@ from engine.errors import SettingsError, UnknownContextError
 from engine.flags import FlagOrigin, FlagSource
 from engine.modes import Mode
 from engine.settings import EventSeamSettings
+from outbox.errors import SchemaMissingError
 from outbox.flag_table import flags
 from tests.conftest import async_url
 
@@ -252,16 +253,46 @@ async def test_run_with_a_sync_engine_survives_a_failed_refresh(sqlite_url: str)
 
 
 @pytest.mark.anyio
-async def test_run_fails_to_start_without_the_table(sqlite_url: str) -> None:
-    """A missing flag table fails the refresher's start instead of running blind."""
-    engine = create_async_engine(async_url(sqlite_url))
+@pytest.mark.parametrize("engine_kind", ["sync", "async"])
+async def test_run_fails_to_start_without_the_table(database_url: str, engine_kind: str) -> None:
+    """A missing flag table fails the refresher's start, with an error that says how to create it."""
+    engine: Engine | AsyncEngine = (
+        create_engine(database_url)
+        if engine_kind == "sync"
+        else create_async_engine(async_url(database_url))
+    )
     source = FlagSource(_settings(), CONTEXTS, engine=engine)
     try:
         async with anyio.create_task_group() as tg:
-            with pytest.raises(OperationalError, match="eventseam_flags"):
+            with pytest.raises(SchemaMissingError) as raised:
                 await tg.start(source.run)
     finally:
-        await engine.dispose()
+        if isinstance(engine, Engine):
+            engine.dispose()
+        else:
+            await engine.dispose()
+    assert raised.value.table == "eventseam_flags"
+    assert raised.value.database == engine.url.render_as_string(hide_password=True)
+    assert "`eventseam db upgrade`" in str(raised.value)
+    assert isinstance(raised.value.__cause__, (OperationalError, ProgrammingError))
+
+
+@pytest.mark.anyio
+async def test_run_start_failure_with_the_table_present_is_the_database_error(
+    sqlite_url: str,
+) -> None:
+    """A start that fails for another reason than a missing table raises the database's error."""
+    engine = create_engine(sqlite_url)
+    flags.metadata.create_all(engine, tables=[flags])
+    with engine.begin() as connection:  # a column the read needs is gone
+        connection.exec_driver_sql("ALTER TABLE eventseam_flags DROP COLUMN updated_by")
+    source = FlagSource(_settings(), CONTEXTS, engine=engine)
+    try:
+        async with anyio.create_task_group() as tg:
+            with pytest.raises(OperationalError, match="updated_by"):
+                await tg.start(source.run)
+    finally:
+        engine.dispose()
 
 
 # --- CLI ---------------------------------------------------------------------------------------

@@ -158,3 +158,18 @@ def test_unreachable_database_is_skipped() -> None:
     assert status.error
     assert [entry["event"] for entry in logs] == ["eventseam_schema_check_skipped"]
     assert "pw@" not in status.database
+
+
+@pytest.mark.parametrize("command", ["relay", "worker"])
+def test_database_without_eventseam_tables_exits_2_naming_the_fix(
+    command: str, database_url: str, started: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No eventseam tables at all (migrations never ran) stops the command with exit 2."""
+    url = with_password(database_url)
+    result = run_command(command, url, monkeypatch)
+    assert result.exit_code == 2, result.output
+    assert "table eventseam_outbox does not exist" in result.output
+    assert "eventseam db upgrade" in result.output
+    assert "s3cr3t-pw" not in result.output
+    assert started == []
+    assert migrate.check_schema(database_url).state is SchemaState.MISSING

@@ -13,6 +13,7 @@ from engine.events import DomainEvent
 from engine.modes import Mode
 from engine.seam import EventSeam
 from engine.settings import EventSeamSettings, KafkaSettings
+from outbox import migrate
 
 
 class BellRinged(DomainEvent, name="unit.worker.BellRinged", version=1):
@@ -29,9 +30,10 @@ def open_door_on_bell_ringed(event: BellRinged) -> None:
 
 
 def _seam(settings: EventSeamSettings) -> EventSeam:
-    return EventSeam(
-        settings, [door, porch], session_factory=sessionmaker(create_engine("sqlite://"))
-    )
+    """An EventSeam on an in-memory database holding eventseam's tables (made by create_all)."""
+    engine = create_engine("sqlite://")
+    migrate.schema_metadata().create_all(engine)
+    return EventSeam(settings, [door, porch], session_factory=sessionmaker(engine))
 
 
 def local_app() -> EventSeam:
