@@ -254,3 +254,26 @@ def error_line(error: BaseException) -> str:
     """An error in one line, for logs and reports: its type, then its message's first line."""
     lines = str(error).strip().splitlines()
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+#: Added to a database error that says one of eventseam's tables or columns does not exist.
+SCHEMA_HINT = "eventseam's tables are missing or older than this code: run `eventseam db upgrade`"
+#: SQLSTATEs of PostgreSQL's undefined_table and undefined_column.
+_UNDEFINED_SQLSTATES = frozenset({"42P01", "42703"})
+
+
+def database_error_line(error: BaseException) -> str:
+    """``error_line`` of a database error, with SCHEMA_HINT when the error says a table or a
+    column does not exist (the state of a database eventseam's migrations did not reach)."""
+    line = error_line(error)
+    return f"{line} ({SCHEMA_HINT})" if schema_missing(error) else line
+
+
+def schema_missing(error: BaseException) -> bool:
+    """True when a database error says a table or a column does not exist."""
+    driver_error = getattr(error, "orig", None)  # a SQLAlchemy DBAPIError wraps the driver's
+    codes = {getattr(driver_error, name, None) for name in ("sqlstate", "pgcode")}
+    if codes & _UNDEFINED_SQLSTATES:
+        return True
+    text = str(driver_error if driver_error is not None else error)
+    return text.startswith(("no such table", "no such column")) or "has no column named" in text

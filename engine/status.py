@@ -50,7 +50,7 @@ from outbox.table import outbox
 from outbox.topics import TopicNamer
 
 from .dead_letter_topic import DeadLetterTopics
-from .errors import ConsumeError, error_line
+from .errors import ConsumeError, database_error_line
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -279,7 +279,7 @@ def _read_database(host: StatusHost, engine: Engine) -> _DatabaseView:
 
 def _failed(source: str, exc: Exception) -> str:
     """What ``Status.errors`` says about a source that could not be read: one line."""
-    return f"{source}: {error_line(exc)}"
+    return f"{source}: {database_error_line(exc)}"
 
 
 def stored_dead_letters(connection: Connection) -> dict[str, int]:

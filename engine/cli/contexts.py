@@ -28,7 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from engine.cli.app_loader import AppLoadError, app_engine, load_app
 from engine.contexts import ContextMap
-from engine.errors import EngineError
+from engine.errors import EngineError, database_error_line
 from engine.flags import FlagSource
 from engine.module_map import ModuleMap, build_module_map, render_mermaid, render_plantuml
 from engine.settings import EventSeamSettings
@@ -123,7 +123,7 @@ def effective_modes(app: Application, errors: Console, *, read_flags: bool) -> d
             with app.engine.connect() as connection:
                 app.flags.refresh(connection, force=True)
         except SQLAlchemyError as exc:
-            reason = str(exc).splitlines()[0]
+            reason = database_error_line(exc)
             errors.print(
                 f"[yellow]warning:[/] flag table not read ({escape(reason)}); modes from settings"
             )

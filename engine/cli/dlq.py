@@ -35,7 +35,13 @@ from engine.cli import app_loader
 from engine.cli.logging import configure_logging
 from engine.cli.replay import fail, load_seam
 from engine.dlq import DeadLetters, DeadLetterView, parse_id, to_dict
-from engine.errors import ConsumeError, HandlerError, SettingsError, UnknownDeadLetterError
+from engine.errors import (
+    ConsumeError,
+    HandlerError,
+    SettingsError,
+    UnknownDeadLetterError,
+    database_error_line,
+)
 from engine.redelivery import Outcome
 
 if TYPE_CHECKING:
@@ -72,7 +78,7 @@ def _run(
     except ConsumeError as exc:
         fail(f"cannot read the dead-letter topics: {exc.reason}", FAILED_EXIT)
     except SQLAlchemyError as exc:
-        fail(f"database error: {str(exc).splitlines()[0]}", FAILED_EXIT)
+        fail(f"database error: {database_error_line(exc)}", FAILED_EXIT)
     finally:
         if engine is not None:
             engine.dispose()

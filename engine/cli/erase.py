@@ -19,6 +19,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from engine.crypto_keys import erase_subject
+from engine.errors import SCHEMA_HINT, schema_missing
 from engine.settings import load_settings
 
 if TYPE_CHECKING:
@@ -42,9 +43,9 @@ def transaction(database_url: str | None) -> Iterator[Connection]:
         with engine.begin() as connection:
             yield connection
     except SQLAlchemyError as exc:
+        hint = f"; {SCHEMA_HINT}" if schema_missing(exc) else ""  # no message: it may hold ids
         raise click.ClickException(
-            f"the key table cannot be used ({type(exc).__name__}); "
-            "is the schema current? run `eventseam db upgrade`"
+            f"the key table cannot be used ({type(exc).__name__}){hint}"
         ) from exc
     finally:
         engine.dispose()

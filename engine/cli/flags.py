@@ -28,7 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from engine.cli.app_loader import AppLoadError, dispose_app, load_app
 from engine.contexts import ContextMap
-from engine.errors import SettingsError, UnknownContextError
+from engine.errors import SettingsError, UnknownContextError, database_error_line
 from engine.flags import FlagOrigin, FlagSource, FlagState
 from engine.settings import EventSeamSettings, load_settings
 
@@ -197,8 +197,7 @@ def _database(console: Console, url: str, verb: str) -> Iterator[Connection]:
             yield connection
     except SQLAlchemyError as exc:
         shown = make_url(url).render_as_string(hide_password=True)
-        hint = " (did you run `eventseam db upgrade`?)"
-        _fail(console, f"cannot {verb} {shown}: {exc}{hint}", DATABASE_EXIT)
+        _fail(console, f"cannot {verb} {shown}: {database_error_line(exc)}", DATABASE_EXIT)
     finally:
         engine.dispose()
 

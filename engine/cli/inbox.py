@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from engine import inbox as inbox_rows
 from engine.cli.options import settings_or_fail, url_option
+from engine.errors import database_error_line
 from engine.expiry import delete_in_batches
 
 from .since import since_callback
@@ -57,7 +58,7 @@ def purge(url: str | None, cutoff: datetime | None, batch: int | None) -> None:
                 for statement in inbox_rows.window_purge_statements()
             )
     except SQLAlchemyError as exc:
-        raise click.ClickException(f"database error: {exc}") from exc
+        raise click.ClickException(f"database error: {database_error_line(exc)}") from exc
     finally:
         engine.dispose()
     click.echo(

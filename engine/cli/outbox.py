@@ -19,6 +19,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from engine.cli.options import database_url, url_option
+from engine.errors import database_error_line
 from outbox import parked as parked_rows
 from outbox.errors import RowNotFoundError
 
@@ -40,7 +41,7 @@ def _run(url: str | None, action: Callable[[Engine], str]) -> None:
     except RowNotFoundError as exc:
         raise click.ClickException(f"{exc} among parked rows") from exc
     except SQLAlchemyError as exc:
-        raise click.ClickException(f"database error: {exc}") from exc
+        raise click.ClickException(f"database error: {database_error_line(exc)}") from exc
     finally:
         engine.dispose()
 

@@ -28,7 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from engine.cli.app_loader import dispose_app
 from engine.cli.worker import load_app
-from engine.errors import ConsumeError, SettingsError, UnknownContextError
+from engine.errors import ConsumeError, SettingsError, UnknownContextError, database_error_line
 from engine.flags import FlagSource
 from engine.parity import ContextParity, HandlerParity, context_parity
 
@@ -63,8 +63,10 @@ def parity(ctx: click.Context, context: str, as_json: bool, show: int) -> None:
         report = anyio.run(_report, host, context, backend="asyncio")
     except (UnknownContextError, SettingsError) as exc:
         _fail(console, str(exc), USAGE_EXIT)
-    except (ConsumeError, SQLAlchemyError) as exc:
-        _fail(console, f"cannot read the broker or the database: {exc}", UNREADABLE_EXIT)
+    except ConsumeError as exc:
+        _fail(console, f"cannot read the broker: {exc}", UNREADABLE_EXIT)
+    except SQLAlchemyError as exc:
+        _fail(console, f"cannot read the database: {database_error_line(exc)}", UNREADABLE_EXIT)
     finally:
         dispose_app(host)
     if as_json:

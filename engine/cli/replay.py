@@ -36,7 +36,13 @@ from engine.cli import app_loader
 from engine.cli.logging import configure_logging
 from engine.cli.since import since_callback
 from engine.contexts import ContextMap
-from engine.errors import ConsumeError, ContextError, HandlerError, SettingsError
+from engine.errors import (
+    ConsumeError,
+    ContextError,
+    HandlerError,
+    SettingsError,
+    database_error_line,
+)
 from engine.replay import ReplaySummary, Retained, retained_events
 from engine.replay import replay as run_replay
 
@@ -84,7 +90,7 @@ def replay(
     except (ContextError, HandlerError, SettingsError) as exc:
         fail(str(exc))
     except (ConsumeError, SQLAlchemyError) as exc:
-        fail(f"cannot read what to replay: {str(exc).splitlines()[0]}", FAILED_EXIT)
+        fail(f"cannot read what to replay: {database_error_line(exc)}", FAILED_EXIT)
     finally:
         app_loader.dispose_app(seam)
     if as_json:
