@@ -10,15 +10,25 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FilePath,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from sqlalchemy import make_url
+from sqlalchemy.exc import ArgumentError
 
 from .modes import Mode
 from .security import check_settings
@@ -239,6 +249,10 @@ class AclSettings(_Section):
         return self.principals.get(context, f"User:{context}")
 
 
+#: The database backends eventseam's outbox, relay and inbox run on.
+SUPPORTED_DATABASES: Final = ("postgresql", "sqlite")
+
+
 class EventSeamSettings(BaseSettings):
     """Every setting of eventseam. Frozen: read once at start-up."""
 
@@ -278,6 +292,20 @@ class EventSeamSettings(BaseSettings):
         default_factory=list,
         description="contexts whose handlers run in their own process (eventseam worker), not in this one",
     )
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, url: str) -> str:
+        try:
+            backend = make_url(url).get_backend_name()
+        except ArgumentError:
+            raise ValueError(
+                "not a SQLAlchemy URL; for example postgresql+psycopg://user@host/dbname "
+                "or sqlite:///eventseam.db"
+            ) from None
+        if backend not in SUPPORTED_DATABASES:
+            raise ValueError(f"eventseam runs on PostgreSQL or SQLite, not {backend}")
+        return url
 
     @classmethod
     def settings_customise_sources(

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
 from sqlalchemy import Engine
 
 if TYPE_CHECKING:
@@ -46,7 +47,8 @@ def load_app(
     """``(app_path, application)``: the factory named by ``eventseam --app``, called once.
 
     Raises AppLoadError when no factory is named or it cannot be imported, and when calling it
-    raises one of ``factory_errors`` (other errors of the factory propagate).
+    raises pydantic's ValidationError (invalid settings) or one of ``factory_errors`` (other
+    errors of the factory propagate).
     """
     app_path = app_path_of(ctx)
     if app_path is None:
@@ -58,9 +60,10 @@ def load_app(
         factory = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError, ValueError) as exc:
         raise AppLoadError(_cannot_load(app_path, exc), app_path) from exc
+    caught: tuple[type[Exception], ...] = (ValidationError, *factory_errors)
     try:
         return app_path, factory()
-    except factory_errors as exc:
+    except caught as exc:
         raise AppLoadError(_cannot_load(app_path, exc), app_path) from exc
 
 

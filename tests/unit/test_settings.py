@@ -131,6 +131,33 @@ def test_invalid_number_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
         load_settings()
 
 
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("nonsense", "not a SQLAlchemy URL"),
+        ("mysql+pymysql://shop:s3cr3t-pw@db/shop", "runs on PostgreSQL or SQLite, not mysql"),
+    ],
+)
+def test_database_url_must_name_postgresql_or_sqlite(
+    url: str, reason: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database_url that does not parse or names another backend fails validation, hiding it."""
+    monkeypatch.setenv("EVENTSEAM_DATABASE_URL", url)
+    with pytest.raises(ValidationError, match=r"database_url") as raised:
+        load_settings()
+    assert reason in str(raised.value)
+    assert "s3cr3t-pw" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["sqlite://", "sqlite+aiosqlite:///x.db", "postgresql://h/db", "postgresql+asyncpg://h/db"],
+)
+def test_database_url_takes_every_driver_of_the_supported_backends(url: str) -> None:
+    """Any driver of PostgreSQL or SQLite passes."""
+    assert EventSeamSettings(database_url=url).database_url == url
+
+
 def test_settings_are_frozen() -> None:
     """Settings are read once: assigning a field raises."""
     settings = load_settings()
