@@ -67,7 +67,7 @@ def current(url: str | None) -> None:
 @click.argument("revision")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def downgrade(url: str | None, revision: str, yes: bool) -> None:
-    """Downgrade the schema to REVISION (``base`` drops every eventseam table and its rows)."""
+    """Downgrade the schema to REVISION (`base` drops every eventseam table and its rows)."""
     database = database_url(url)
     if not yes:
         click.confirm(
