@@ -39,7 +39,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 from pydantic import ValidationError
@@ -67,9 +67,11 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from engine.seam import EventSeam
+    from engine.types import Transaction
     from outbox.relay import Relay
 
 DEFAULT_DATABASE = Path("eventseam-demo.db")
+_C = TypeVar("_C")
 FULL, LOCAL = "full", "local"
 
 
@@ -107,6 +109,23 @@ class Step:
 # -- steps ------------------------------------------------------------------------------------
 
 
+async def in_transaction(
+    seam: EventSeam, command: Callable[[Transaction, _C], object], argument: _C
+) -> None:
+    """``command(uow, argument)`` in a transaction of ``seam``, run in a worker thread.
+
+    Never on the event loop: the relay and the consumers run on it, and a database write that
+    blocks it can wait on a lock that only they can release (SQLite: the relay's statement that
+    holds the write lock until the loop lets it read its result), until the busy timeout fails it.
+    """
+
+    def run() -> None:
+        with seam.transaction() as uow:
+            command(uow, argument)
+
+    await anyio.to_thread.run_sync(run)
+
+
 async def place_orders(demo: Demo) -> None:
     """Place this step's orders; cancel the ``cancelled`` ones right after checkout."""
     batch = demo.batches.pop(0) if demo.batches else []
@@ -119,15 +138,11 @@ async def place_orders(demo: Demo) -> None:
             customer_id=scenario.customer_id,
             total_cents=scenario.total_cents,
         )
-        with demo.seam.transaction() as uow:
-            place_order(uow, command)
+        await in_transaction(demo.seam, place_order, command)
         note = ""
         if scenario.kind is Kind.CANCELLED:
-            with demo.seam.transaction() as uow:
-                cancel_order(
-                    uow,
-                    CancelOrder(order_id=scenario.order_id, reason="customer changed their mind"),
-                )
+            cancel = CancelOrder(order_id=scenario.order_id, reason="customer changed their mind")
+            await in_transaction(demo.seam, cancel_order, cancel)
             note = ", then cancelled by the customer"
         demo.console.print(
             f"  {scenario.order_id}  {scenario.customer_id:<13} {money(scenario.total_cents):>10}  placed{note}"
@@ -141,8 +156,7 @@ async def cancel_a_shipped_order(demo: Demo) -> None:
         demo.console.print("  (no shipped order to try with)")
         return
     try:
-        with demo.seam.transaction() as uow:
-            cancel_order(uow, CancelOrder(order_id=shipped.order_id))
+        await in_transaction(demo.seam, cancel_order, CancelOrder(order_id=shipped.order_id))
     except OrderNotCancellableError as exc:
         demo.console.print(f"  refused, nothing published: {exc}")
     else:
