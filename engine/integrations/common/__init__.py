@@ -5,7 +5,6 @@
   Problems (code, message, hint), spelled the framework's way (``Spelling``).
 * ``process``: ``ProcessSeam``, one EventSeam per process, built on first use (again in a forked
   child), its bus started on demand after fork and stopped at exit; ``build_seam``.
-* ``relay``: ``run_relay``, what ``eventseam relay`` runs, with settings the framework read.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ from .process import SQLITE_BUSY_TIMEOUT_SECONDS as SQLITE_BUSY_TIMEOUT_SECONDS
 from .process import ProcessSeam as ProcessSeam
 from .process import build_seam as build_seam
 from .process import engine_of as engine_of
-from .relay import run_relay as run_relay
 
 __all__ = [
     "SQLITE_BUSY_TIMEOUT_SECONDS",
@@ -40,7 +38,6 @@ __all__ = [
     "env_problems",
     "import_context",
     "load_with_problems",
-    "run_relay",
     "unknown_context_problems",
     "unknown_key_problems",
     "validation_problems",

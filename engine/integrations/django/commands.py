@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING, Any, Final
 import click
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from engine.integrations import common
-
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -102,8 +100,10 @@ def run_relay(
     health_addr: str = "0.0.0.0",
 ) -> None:
     """``eventseam relay`` with ``settings``: run the relay until SIGTERM or SIGINT."""
+    from engine.cli import relay  # on use: it imports the relay's dependencies
+
     try:
-        common.run_relay(
+        relay.run_relay(
             settings,
             bundled_broker=bundled_broker,
             log_level=log_level,

@@ -30,7 +30,6 @@ from rich.table import Table
 from engine.cli import LazyGroup
 from engine.cli.config import flatten, mask
 from engine.cli.options import relay_options
-from engine.integrations.common import run_relay
 from engine.settings import config_file
 
 from .config import PREFIX, diagnose, raw_options
@@ -114,6 +113,8 @@ def _defaults(url: str) -> dict[str, Any]:
 @relay_options
 def relay(**options: Any) -> None:
     """Forward pending outbox rows to Kafka until SIGTERM or SIGINT (`eventseam relay`)."""
+    from engine.cli.relay import run_relay  # on use: it imports the relay's dependencies
+
     run_relay(
         get_state().config.settings,
         missing_servers="set app.config['EVENTSEAM_KAFKA'] = {'bootstrap_servers': 'host:9092'} "
