@@ -4,8 +4,8 @@
 its application (contexts and settings, ``database_url`` derived from DATABASES);
 ``eventseam_worker`` runs ``engine.cli.worker:worker`` with a new EventSeam of its own
 (``seam.worker_seam``).
-``eventseam_relay`` runs ``engine.cli.relay.serve`` (what ``eventseam relay`` runs) with
-settings.EVENTSEAM instead of the environment.
+``eventseam_relay`` runs ``relay``, ``eventseam relay`` with settings.EVENTSEAM instead of the
+environment.
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any, Final
 import click
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from engine.cli.options import relay_options
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from engine.settings import EventSeamSettings
 
-__all__ = ["APP_PATH", "WORKER_APP_PATH", "ClickCommand", "run_click", "run_relay"]
+__all__ = ["APP_PATH", "WORKER_APP_PATH", "ClickCommand", "relay", "run_click"]
 
 #: What ``eventseam --app`` loads in a Django project: the process's EventSeam.
 APP_PATH: Final = "engine.integrations.django.seam:get_seam"
@@ -88,31 +89,17 @@ class ClickCommand(BaseCommand):
         run_click(command, args, prog_name=prog_name, app_path=self.app_path)
 
 
-def run_relay(
-    settings: EventSeamSettings,
-    *,
-    bundled_broker: bool,
-    log_level: str,
-    json_logs: bool,
-    metrics_port: int | None = None,
-    metrics_addr: str = "0.0.0.0",
-    health_port: int | None = None,
-    health_addr: str = "0.0.0.0",
-) -> None:
-    """``eventseam relay`` with ``settings``: run the relay until SIGTERM or SIGINT."""
-    from engine.cli import relay  # on use: it imports the relay's dependencies
+@click.command("relay")
+@relay_options
+def relay(**options: Any) -> None:
+    """Forward pending outbox rows to Kafka until SIGTERM or SIGINT (`eventseam relay` with
+    settings.EVENTSEAM)."""
+    from engine.cli.relay import run_relay  # on use: it imports the relay's dependencies
 
-    try:
-        relay.run_relay(
-            settings,
-            bundled_broker=bundled_broker,
-            log_level=log_level,
-            json_logs=json_logs,
-            missing_servers="set EVENTSEAM['kafka']['bootstrap_servers'] in the Django settings",
-            metrics_port=metrics_port,
-            metrics_addr=metrics_addr,
-            health_port=health_port,
-            health_addr=health_addr,
-        )
-    except click.ClickException as exc:
-        raise CommandError(exc.format_message(), returncode=exc.exit_code) from exc
+    from .seam import get_config
+
+    run_relay(
+        get_config().settings,
+        missing_servers="set EVENTSEAM['kafka']['bootstrap_servers'] in the Django settings",
+        **options,
+    )
