@@ -28,9 +28,12 @@ reached the same final state as on the in-memory bus. At the end it prints every
 time each step took. Exit status: 0 when every order is as its scenario expects, 1 otherwise,
 2 when the demo cannot run.
 
-Commands run on the event loop's thread, as a sync view of the monolith would run in its request
-thread: in-process handlers start when the step awaits, so an order cancelled right after
-checkout is cancelled before payments or shipping hear of it, on every run.
+Commands run in a worker thread, as a sync view of the monolith runs in its request thread,
+while the bus, the relay and the consumers run on the event loop. A customer who cancels right
+after checkout does so in the checkout's own transaction: OrderPlaced and OrderCancelled commit
+together, so no context hears of the order before it is cancelled, on every run (two
+transactions would race the order's payment and label, and the cancel would lose the race
+whenever the order shipped first).
 """
 
 from __future__ import annotations
@@ -38,8 +41,9 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import anyio
 from pydantic import ValidationError
@@ -71,7 +75,6 @@ if TYPE_CHECKING:
     from outbox.relay import Relay
 
 DEFAULT_DATABASE = Path("eventseam-demo.db")
-_C = TypeVar("_C")
 FULL, LOCAL = "full", "local"
 
 
@@ -109,10 +112,8 @@ class Step:
 # -- steps ------------------------------------------------------------------------------------
 
 
-async def in_transaction(
-    seam: EventSeam, command: Callable[[Transaction, _C], object], argument: _C
-) -> None:
-    """``command(uow, argument)`` in a transaction of ``seam``, run in a worker thread.
+async def in_transaction(seam: EventSeam, *commands: Callable[[Transaction], object]) -> None:
+    """Run ``commands`` in order in one transaction of ``seam``, in a worker thread.
 
     Never on the event loop: the relay and the consumers run on it, and a database write that
     blocks it can wait on a lock that only they can release (SQLite: the relay's statement that
@@ -121,13 +122,14 @@ async def in_transaction(
 
     def run() -> None:
         with seam.transaction() as uow:
-            command(uow, argument)
+            for command in commands:
+                command(uow)
 
     await anyio.to_thread.run_sync(run)
 
 
 async def place_orders(demo: Demo) -> None:
-    """Place this step's orders; cancel the ``cancelled`` ones right after checkout."""
+    """Place this step's orders; cancel the ``cancelled`` ones in their checkout's transaction."""
     batch = demo.batches.pop(0) if demo.batches else []
     if not batch:
         demo.console.print("  (no order left for this step: run with more --orders)")
@@ -138,12 +140,13 @@ async def place_orders(demo: Demo) -> None:
             customer_id=scenario.customer_id,
             total_cents=scenario.total_cents,
         )
-        await in_transaction(demo.seam, place_order, command)
+        commands: list[Callable[[Transaction], object]] = [partial(place_order, command=command)]
         note = ""
-        if scenario.kind is Kind.CANCELLED:
+        if scenario.kind is Kind.CANCELLED:  # in the checkout's transaction (module docstring)
             cancel = CancelOrder(order_id=scenario.order_id, reason="customer changed their mind")
-            await in_transaction(demo.seam, cancel_order, cancel)
+            commands.append(partial(cancel_order, command=cancel))
             note = ", then cancelled by the customer"
+        await in_transaction(demo.seam, *commands)
         demo.console.print(
             f"  {scenario.order_id}  {scenario.customer_id:<13} {money(scenario.total_cents):>10}  placed{note}"
         )
@@ -155,8 +158,9 @@ async def cancel_a_shipped_order(demo: Demo) -> None:
     if shipped is None:
         demo.console.print("  (no shipped order to try with)")
         return
+    cancel = CancelOrder(order_id=shipped.order_id)
     try:
-        await in_transaction(demo.seam, cancel_order, CancelOrder(order_id=shipped.order_id))
+        await in_transaction(demo.seam, partial(cancel_order, command=cancel))
     except OrderNotCancellableError as exc:
         demo.console.print(f"  refused, nothing published: {exc}")
     else:

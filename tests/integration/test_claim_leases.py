@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.anyio
 
 SLOTS = 16
+#: Long enough for the renewals above the sleep to finish within it on a slow, shared machine
+#: (a renewal is valid for SAFE_SHARE of it: 0.6 s left 0.48 s and failed once in CI).
+LEASE_SECONDS = 3.0
 
 
 class PingSent(DomainEvent, name="tests.leases.PingSent", version=1):
@@ -42,43 +45,47 @@ def test_fair_share_splits_every_slot() -> None:
 
 async def test_relays_share_slots_and_take_over_a_dead_ones(relay_db: AsyncEngine) -> None:
     """A joining relay gets half once the first sheds its surplus; a relay that stops renewing loses its slots after the lease."""
-    first = Leases(relay_db, owner="relay-a", slots=SLOTS, lease_seconds=0.6)
-    second = Leases(relay_db, owner="relay-b", slots=SLOTS, lease_seconds=0.6)
-    await first.setup()
-    await first.refresh()
-    assert len(first.owned) == SLOTS
-    assert first.valid()
-    await second.refresh()
-    assert second.owned == frozenset()  # nothing free yet
-    await first.refresh()
-    assert len(first.surplus) == SLOTS // 2
-    await first.release_surplus()
-    await second.refresh()
-    assert len(first.owned) == len(second.owned) == SLOTS // 2
-    assert first.owned.isdisjoint(second.owned)
-    await anyio.sleep(0.7)  # "first" dies: no renewal
-    assert not first.valid()
-    await second.refresh()
-    assert len(second.owned) == SLOTS
-    await first.refresh()  # a late renewal does not steal the slots back
-    assert first.owned == frozenset()
-    assert first.lost >= 1
-    await second.release_all()
-    await first.aclose()
-    await second.aclose()
+    first = Leases(relay_db, owner="relay-a", slots=SLOTS, lease_seconds=LEASE_SECONDS)
+    second = Leases(relay_db, owner="relay-b", slots=SLOTS, lease_seconds=LEASE_SECONDS)
+    try:
+        await first.setup()
+        await first.refresh()
+        assert len(first.owned) == SLOTS
+        assert first.valid()
+        await second.refresh()
+        assert second.owned == frozenset()  # nothing free yet
+        await first.refresh()
+        assert len(first.surplus) == SLOTS // 2
+        await first.release_surplus()
+        await second.refresh()
+        assert len(first.owned) == len(second.owned) == SLOTS // 2
+        assert first.owned.isdisjoint(second.owned)
+        await anyio.sleep(LEASE_SECONDS + 0.1)  # "first" dies: no renewal
+        assert not first.valid()
+        await second.refresh()
+        assert len(second.owned) == SLOTS
+        await first.refresh()  # a late renewal does not steal the slots back
+        assert first.owned == frozenset()
+        assert first.lost >= 1
+        await second.release_all()
+    finally:
+        await first.aclose()
+        await second.aclose()
 
 
 async def test_released_slots_are_free_at_once(relay_db: AsyncEngine) -> None:
     """release_all frees every slot for the next relay without waiting for the lease to lapse."""
     leaving = Leases(relay_db, owner="leaving", slots=SLOTS, lease_seconds=30)
-    await leaving.setup()
-    await leaving.refresh()
-    await leaving.release_all()
     arriving = Leases(relay_db, owner="arriving", slots=SLOTS, lease_seconds=30)
-    await arriving.refresh()
-    assert len(arriving.owned) == SLOTS
-    await leaving.aclose()
-    await arriving.aclose()
+    try:
+        await leaving.setup()
+        await leaving.refresh()
+        await leaving.release_all()
+        await arriving.refresh()
+        assert len(arriving.owned) == SLOTS
+    finally:
+        await leaving.aclose()
+        await arriving.aclose()
 
 
 @pytest.mark.postgres

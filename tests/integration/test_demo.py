@@ -6,6 +6,7 @@ import io
 import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,12 +16,15 @@ from rich.console import Console
 from sqlalchemy.orm import Session
 
 from app.bootstrap import bootstrap, create_tables, database_engine, engine_of
-from app.demo import LOCAL_STEPS, Demo, run_demo, run_steps
+from app.demo import LOCAL_STEPS, Demo, in_transaction, run_demo, run_steps
 from app.migration import BrokerUnavailableError, KafkaSide
 from app.observe import HandlerLog
 from app.scenarios import EXPECTED, Kind, Outcome, plan
 from app.state import read_events, read_states
+from contexts.orders.commands import CancelOrder, PlaceOrder
+from contexts.orders.errors import OrderNotFoundError
 from contexts.orders.events import OrderCancelled, OrderPlaced
+from contexts.orders.service import cancel_order, place_order
 from contexts.payments.events import PaymentAuthorized, PaymentVoided
 from contexts.payments.models import Payment, PaymentStatus
 from contexts.payments.service import settle_order, void_payment
@@ -296,3 +300,25 @@ async def test_demo_falls_back_to_the_local_path_without_a_broker(
     refused = io.StringIO()
     assert await run_demo(6, tmp_path / "demo.db", Console(file=refused, width=200), "full") == 2
     assert "cannot walk the full path: no broker here" in refused.getvalue()
+
+
+@pytest.mark.anyio
+async def test_a_checkout_and_its_cancel_commit_together_or_not_at_all(demo: Demo) -> None:
+    """in_transaction runs its commands in one transaction: a failing cancel undoes the checkout."""
+    placed = PlaceOrder(order_id="order-x", customer_id="alice", total_cents=1_000)
+    unknown = CancelOrder(order_id="order-unknown")
+    async with anyio.create_task_group() as group:
+        await group.start(demo.seam.run)
+        with pytest.raises(OrderNotFoundError):
+            await in_transaction(
+                demo.seam,
+                partial(place_order, command=placed),
+                partial(cancel_order, command=unknown),
+            )
+        await in_transaction(
+            demo.seam,
+            partial(place_order, command=placed.model_copy(update={"order_id": "order-y"})),
+        )
+        await demo.seam.aclose()
+    assert set(read_states(demo.seam)) == {"order-y"}
+    assert [e.event_type for e in read_events(demo.seam)].count("orders.OrderPlaced") == 1
