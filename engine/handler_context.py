@@ -194,10 +194,15 @@ def subscription_for(
         handle = _async_handler(spec, host, inbox=inbox)
     else:
         handle = _sync_handler(spec, host, inbox=inbox)
+    handle = bind_log_context(spec)(wrapped_in(middlewares, handle))
+    return Subscription(name=spec.name, event_types=spec.event_types, handle=handle)
+
+
+def wrapped_in(middlewares: Sequence[Middleware], handle: Handler) -> Handler:
+    """``handle`` wrapped in ``middlewares``, the first one outermost (the bus and the runner)."""
     for middleware in reversed(middlewares):
         handle = middleware(handle)
-    handle = bind_log_context(spec)(handle)
-    return Subscription(name=spec.name, event_types=spec.event_types, handle=handle)
+    return handle
 
 
 def bind_log_context(spec: HandlerSpec) -> Middleware:

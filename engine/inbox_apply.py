@@ -9,10 +9,11 @@ one-by-one fallback after a failed batch). See engine.runner for the whole contr
 from __future__ import annotations
 
 import contextvars
+import functools
 import time
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import anyio.from_thread
@@ -21,7 +22,7 @@ from structlog.contextvars import bind_contextvars
 
 from . import inbox, metrics
 from .errors import EngineError, MasterKeyError, SettingsError
-from .handler_context import HandlerContext
+from .handler_context import HandlerContext, wrapped_in
 from .tracing import ConsumerSpans
 from .unit_of_work import UnitOfWork
 
@@ -31,13 +32,35 @@ if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
     from sqlalchemy import Connection
-    from sqlalchemy.orm import Session
+    from sqlalchemy.orm import Session, sessionmaker
 
     from .consumer import Record
-    from .contexts import HandlerSpec
+    from .contexts import ContextMap, HandlerSpec
     from .crypto_keys import SubjectKeys
     from .events import DomainEvent
-    from .runner import RunnerHost
+    from .registry import EventRegistry
+    from .settings import EventSeamSettings
+    from .types import Middleware
+
+
+class RunnerHost(Protocol):
+    """What the consumer runner and its appliers need from the application (EventSeam)."""
+
+    settings: EventSeamSettings
+    contexts: ContextMap
+    registry: EventRegistry
+    session_factory: sessionmaker[Session] | None
+
+    @property
+    def middlewares(self) -> Sequence[Middleware]:
+        """Wrap every handler call (engine.runner's contract)."""
+        ...
+
+    def publish(
+        self, target: Session, /, *events: DomainEvent, context: str | None = None
+    ) -> None: ...
+
+    def check_publish(self, context: str, event_type: type[DomainEvent]) -> None: ...
 
 
 class InboxUnavailableError(EngineError):
@@ -89,6 +112,11 @@ def _event_log_vars() -> tuple[contextvars.ContextVar[Any], ...]:
 
 _EVENT_ID, _EVENT_TYPE, _CORRELATION_ID = _event_log_vars()
 
+#: The handler call in hand while the middlewares run (InboxApplier._through_middlewares).
+_HANDLER_CALL: contextvars.ContextVar[Callable[[], None]] = contextvars.ContextVar(
+    "eventseam_handler_call"
+)
+
 
 class InboxApplier:
     """Applies one handler's events with the inbox. Runs in worker threads (blocking DB I/O)."""
@@ -110,6 +138,10 @@ class InboxApplier:
         # EventSeam.personal_data: opens sealed personal-data fields (None: no event has any).
         self._keys: SubjectKeys | None = getattr(seam, "personal_data", None)
         self._observe = metrics.handler_observer(spec.name, metrics.KAFKA)
+        # The seam's middlewares around the handler call (None without any: no loop round trip).
+        middlewares = seam.middlewares
+        self._through = wrapped_in(middlewares, self._in_own_thread) if middlewares else None
+        self._limiter: anyio.CapacityLimiter | None = None
         # ``process <topic>`` spans of consumer group ``group`` (None: tracing is off).
         self._spans = ConsumerSpans.for_handler(spec.name, group)
 
@@ -224,14 +256,43 @@ class InboxApplier:
     def _call(
         self, event: DomainEvent, attempt: int, host: _RunnerTransactionHost, session: Session
     ) -> None:
-        """Call the handler function once (see HandlerContext for what it may do)."""
-        spec = self.spec
+        """Call the handler once, inside the seam's middlewares when it has any."""
         event_id = str(event.event_id)
         correlation = event.correlation_id
         # bound for the handler's log lines (handler, context, attempt: once per transaction)
         _EVENT_ID.set(event_id)
         _EVENT_TYPE.set(event.event_name)
         _CORRELATION_ID.set(event_id if correlation is None else str(correlation))
+        if self._through is None:
+            self._call_handler(event, attempt, host, session)
+        else:
+            call = functools.partial(self._call_handler, event, attempt, host, session)
+            anyio.from_thread.run(self._through_middlewares, event, call)
+
+    async def _through_middlewares(self, event: DomainEvent, call: Callable[[], None]) -> None:
+        """On the event loop (in a copy of the calling thread's context): the middlewares,
+        then ``call`` in a worker thread of this applier's own, while the calling thread waits.
+
+        Its own limiter: runner threads hold tokens of anyio's default one while they wait.
+        """
+        assert self._through is not None
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(1)  # one apply at a time per handler
+        token = _HANDLER_CALL.set(call)
+        try:
+            await self._through(event)
+        finally:
+            _HANDLER_CALL.reset(token)
+
+    async def _in_own_thread(self, event: DomainEvent) -> None:
+        """The innermost Handler: the call ``_through_middlewares`` was given, in a thread."""
+        await anyio.to_thread.run_sync(_HANDLER_CALL.get(), limiter=self._limiter)
+
+    def _call_handler(
+        self, event: DomainEvent, attempt: int, host: _RunnerTransactionHost, session: Session
+    ) -> None:
+        """Call the handler function once (see HandlerContext for what it may do)."""
+        spec = self.spec
         if not spec.takes_context:
             if spec.is_async:
                 anyio.from_thread.run(_await, spec.function, event)

@@ -35,19 +35,16 @@ import anyio.to_thread
 
 from . import inbox
 from .errors import SettingsError, UnknownHandlerError, error_line
-from .inbox_apply import InboxApplier
+from .inbox_apply import InboxApplier, RunnerHost
 
 if TYPE_CHECKING:
     import uuid
     from collections.abc import Iterable
 
     from anyio.abc import TaskGroup
-    from sqlalchemy.orm import Session, sessionmaker
 
-    from .contexts import ContextMap, HandlerSpec
+    from .contexts import HandlerSpec
     from .events import DomainEvent
-    from .registry import EventRegistry
-    from .settings import EventSeamSettings
 
 
 class Outcome(StrEnum):
@@ -70,21 +67,8 @@ class Delivery:
     error: str | None = None
 
 
-class RedeliveryHost(Protocol):
+class RedeliveryHost(RunnerHost, Protocol):
     """What a Redeliverer needs from the application (EventSeam implements it)."""
-
-    settings: EventSeamSettings
-    contexts: ContextMap
-    registry: EventRegistry
-    session_factory: sessionmaker[Session] | None
-
-    def publish(self, target: Session, /, *events: DomainEvent, context: str | None = None) -> None:
-        """Write ``events`` to the outbox in ``target``'s transaction; dispatch after commit."""
-        ...
-
-    def check_publish(self, context: str, event_type: type[DomainEvent]) -> None:
-        """Raise OwnershipError unless ``context`` owns ``event_type``."""
-        ...
 
     async def run(self, *, consume: bool = True, task_status: anyio.abc.TaskStatus[None]) -> None:
         """Run the bus until ``aclose``."""

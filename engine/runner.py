@@ -41,6 +41,10 @@ Contract:
   handle (the bundled broker's ``end_offsets`` cannot be trusted).
 * Handlers run in worker threads (sync ones there, async ones back on the event loop) with the
   structlog contextvars event_id, event_type, context, correlation_id, handler and attempt bound.
+  The seam's middlewares (``EventSeam(middlewares=...)``) wrap every call, as on the bus: they
+  run on the event loop, inside the batch's transaction, and the handler itself in a worker
+  thread while the transaction's thread waits. A middleware that holds the call holds that
+  transaction (and on SQLite the write lock its inbox rows took).
 * Broker and database failures never end ``run``: they are logged, backed off and retried.
 * ``condition`` (engine.health): running once every handler's consumer started, stopping after
   ``stop()``; a failing fetch or inbox claim names the handler's broker or database
@@ -56,7 +60,7 @@ import functools
 import threading
 from contextlib import AsyncExitStack
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import anyio
 import structlog
@@ -74,6 +78,7 @@ from .handler_worker import DeadLetterSender, HandlerWorker
 from .handler_worker import HandlerStats as HandlerStats
 from .health import BROKER, Condition
 from .inbox_apply import InboxApplier
+from .inbox_apply import RunnerHost as RunnerHost
 from .retry import RetryPolicy
 from .topic_records import TopicReader
 
@@ -81,34 +86,16 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
     from anyio.abc import TaskStatus
-    from sqlalchemy.orm import Session, sessionmaker
 
     from .consumer import GroupConsumer, Partition
-    from .contexts import ContextMap, HandlerSpec
-    from .events import DomainEvent
+    from .contexts import HandlerSpec
     from .handler_worker import EnsureTopic
-    from .registry import EventRegistry
-    from .settings import ConsumerSettings, EventSeamSettings
+    from .settings import ConsumerSettings
 
     ConsumerFactory: TypeAlias = Callable[[str, Sequence[str]], GroupConsumer]
     """Builds the GroupConsumer of one group id for some topics."""
 
 log = structlog.get_logger(__name__)
-
-
-class RunnerHost(Protocol):
-    """What the runner needs from the application (EventSeam implements it)."""
-
-    settings: EventSeamSettings
-    contexts: ContextMap
-    registry: EventRegistry
-    session_factory: sessionmaker[Session] | None
-
-    def publish(
-        self, target: Session, /, *events: DomainEvent, context: str | None = None
-    ) -> None: ...
-
-    def check_publish(self, context: str, event_type: type[DomainEvent]) -> None: ...
 
 
 class ConsumerRunner:

@@ -140,12 +140,14 @@ class EventSeam:
         #: Keys of personal-data fields (engine.personal_data); None when no event has any.
         self.personal_data: SubjectKeys | None = _subject_keys(settings, self.registry)
         self.session_factory = session_factory
+        #: Wrap every handler this seam runs, from the bus and from Kafka (engine.runner).
+        self.middlewares: tuple[Middleware, ...] = tuple(middlewares)
         self._bridge = bridge
         in_process = [name for name in self.contexts.names() if name not in settings.detached]
         has_inbox = session_factory is not None
         subscriptions = [
             timed_subscription(
-                traced_subscription(subscription_for(spec, self, middlewares, inbox=has_inbox))
+                traced_subscription(subscription_for(spec, self, self.middlewares, inbox=has_inbox))
             )
             for spec in self.contexts.handlers(in_process)
         ]

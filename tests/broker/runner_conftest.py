@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from engine.handler_context import HandlerContext
+    from engine.types import Middleware
 
 PARTITIONS = 3
 #: The application factory worker subprocesses load (``--app``).
@@ -174,20 +175,28 @@ def create_tables(engine: Engine) -> None:
     applied_table.metadata.create_all(engine)
 
 
-def build_seam(database_url: str, bootstrap: str, prefix: str) -> EventSeam:
+def build_seam(
+    database_url: str, bootstrap: str, prefix: str, middlewares: Sequence[Middleware] = ()
+) -> EventSeam:
     """The test application: depot and courier on ``database_url`` (tables created)."""
     engine = create_engine(database_url)
     create_tables(engine)
     settings = seam_settings(database_url, bootstrap, prefix)
     return EventSeam(
-        settings, [depot, courier], registry=registry(), session_factory=sessionmaker(engine)
+        settings,
+        [depot, courier],
+        registry=registry(),
+        session_factory=sessionmaker(engine),
+        middlewares=middlewares,
     )
 
 
 @contextmanager
-def courier_app(database_url: str, bootstrap: str, prefix: str) -> Iterator[EventSeam]:
+def courier_app(
+    database_url: str, bootstrap: str, prefix: str, middlewares: Sequence[Middleware] = ()
+) -> Iterator[EventSeam]:
     """``build_seam``, its engine disposed afterwards."""
-    seam = build_seam(database_url, bootstrap, prefix)
+    seam = build_seam(database_url, bootstrap, prefix, middlewares)
     try:
         yield seam
     finally:

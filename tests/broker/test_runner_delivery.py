@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 from sqlalchemy import select
 
+from app.observe import HandlerLog
 from engine.codec import encode
 from outbox.table import outbox
 from tests.broker.runner_conftest import (
@@ -75,6 +76,27 @@ async def test_each_handler_applies_each_event_once(
     assert stats["courier.record_parcel"].applied == stats["courier.tally_parcel"].applied == 151
     assert follow_ups == ["tests.runner.CourierAssigned"] * 151
     assert grams == 2000  # upcast from weight_kg=2
+
+
+async def test_the_seams_middlewares_wrap_handlers_consumed_from_kafka(
+    database_url: str, kafka_broker: BundledBroker, topic_prefix: str
+) -> None:
+    """A middleware given to the EventSeam sees every call the runner makes, sync and async
+    handlers alike, as it does on the bus: detaching a context does not drop it."""
+    bootstrap, topic = kafka_broker.bootstrap_servers, f"{topic_prefix}depot"
+    events = [booked(n) for n in range(40)]
+    log = HandlerLog()
+    with courier_app(database_url, bootstrap, topic_prefix, [log.middleware]) as seam:
+        async with runner_running(seam, consumer_settings(topic_prefix)) as runner:
+            await produce(bootstrap, topic, [raw(event) for event in events])
+            await wait_for(
+                lambda: {s.applied for s in runner.stats().values()} == {len(events)},
+                message="both handlers applied every event",
+            )
+    for event in events:
+        ran = sorted(run.handler for run in log.of(event.event_id))
+        assert ran == ["courier.record_parcel", "courier.tally_parcel"]
+        assert all(run.ok for run in log.of(event.event_id))
 
 
 async def test_redelivered_events_are_skipped_by_the_inbox(

@@ -12,6 +12,7 @@ import anyio
 import pytest
 from sqlalchemy import Engine, create_engine, func, select
 from sqlalchemy.orm import sessionmaker
+from structlog.contextvars import get_contextvars
 
 from engine.codec import encode
 from engine.contexts import BoundedContext
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
     from engine.consumer import Partition, RebalanceHooks
     from engine.handler_context import HandlerContext
-    from engine.types import Message
+    from engine.types import Handler, Message, Middleware
 
 pytestmark = pytest.mark.anyio
 
@@ -191,6 +192,7 @@ async def handler_runner(
     settings: ConsumerSettings,
     *,
     topics: list[str] | None = None,
+    middlewares: Sequence[Middleware] = (),
 ) -> AsyncIterator[tuple[ConsumerRunner, FakeConsumer, FakePublisher]]:
     """``fake_runner`` of ``handling``'s handlers on ``engine``, ``owner`` (the context owning
     their events) in broker mode; yields its single FakeConsumer."""
@@ -200,6 +202,7 @@ async def handler_runner(
         ),
         [owner, handling],
         session_factory=sessionmaker(engine),
+        middlewares=middlewares,
     )
     async with fake_runner(seam, [handling.name], batches, settings, topics=topics) as (
         runner,
@@ -211,9 +214,14 @@ async def handler_runner(
 
 @asynccontextmanager
 async def running(
-    engine: Engine, batches: list[list[FakeRecord]], **overrides: Any
+    engine: Engine,
+    batches: list[list[FakeRecord]],
+    *,
+    middlewares: Sequence[Middleware] = (),
+    **overrides: Any,
 ) -> AsyncIterator[tuple[ConsumerRunner, FakeConsumer, FakePublisher]]:
-    """A runner over a FakeConsumer holding ``batches``; stopped on exit."""
+    """A runner over a FakeConsumer holding ``batches``, its seam's ``middlewares`` around the
+    handler; stopped on exit."""
     values: dict[str, Any] = {
         "max_attempts": 3,
         "backoff_initial": 0.001,
@@ -221,7 +229,9 @@ async def running(
         **overrides,
     }
     settings = ConsumerSettings(**values)
-    async with handler_runner(engine, hub, wheel, batches, settings, topics=[TOPIC]) as ran:
+    async with handler_runner(
+        engine, hub, wheel, batches, settings, topics=[TOPIC], middlewares=middlewares
+    ) as ran:
         yield ran
 
 
@@ -285,6 +295,49 @@ async def test_poison_event_is_dead_lettered_after_max_attempts(engine: Engine) 
     assert message.value == batch[1].value
     assert message.key == batch[1].key
     assert consumer.commits == [{(TOPIC, 0): 3}]
+
+
+def tracing(name: str, calls: list[tuple[str, str, int]]) -> Middleware:
+    """A middleware appending (its name, the bound ``handler`` log id, the event's n) to ``calls``
+    before the call; it refuses spoke 13, as a guard would."""
+
+    def middleware(handle: Handler) -> Handler:
+        async def traced(event: DomainEvent) -> None:
+            assert isinstance(event, SpokeTurned)
+            calls.append((name, str(get_contextvars().get("handler")), event.n))
+            if event.n == 13:
+                raise PermissionError("spoke 13 is not for this wheel")
+            await handle(event)
+
+        return traced
+
+    return middleware
+
+
+async def test_middlewares_wrap_each_call_from_kafka_inside_its_transaction(engine: Engine) -> None:
+    """The seam's middlewares run around every consumed event, first one outermost, with the log
+    ids bound; one refusing an event fails it like the handler would: retried, dead-lettered,
+    nothing of it in the inbox."""
+    calls: list[tuple[str, str, int]] = []
+    middlewares = [tracing("outer", calls), tracing("inner", calls)]
+    batch = records(spoke(0), spoke(1))
+    async with running(engine, [batch], middlewares=middlewares) as (_, consumer, publisher):
+        await settle(lambda: consumer.commits)
+    assert calls == [(m, "wheel.count_spoke", n) for n in (0, 1) for m in ("outer", "inner")]
+    assert handled == [(0, 1), (1, 1)]
+    calls.clear()
+    async with running(engine, [records(spoke(13), start=2)], middlewares=middlewares) as (
+        runner,
+        consumer,
+        publisher,
+    ):
+        await settle(lambda: consumer.commits)
+        stats = runner.stats()["wheel.count_spoke"]
+    assert calls == [("outer", "wheel.count_spoke", 13)] * 3  # max_attempts, never the handler
+    assert (stats.applied, stats.dead_lettered) == (0, 1)
+    [(_, message)] = publisher.sent
+    assert read_dead_letter(message.headers).exception_type == "PermissionError"
+    assert recorded(engine) == 2  # spokes 0 and 1 only
 
 
 async def test_stop_during_retry_commits_only_up_to_the_open_record(engine: Engine) -> None:
