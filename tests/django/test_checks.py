@@ -11,9 +11,12 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
+from engine.integrations.common import engine_of
 from engine.integrations.django import EventSeamImproperlyConfigured, get_config, get_seam
+from engine.integrations.django.seam import worker_seam
 from engine.modes import Mode
 from tests.django import settings as test_settings
+from tests.django.shop.events import seen
 
 if TYPE_CHECKING:
     from django.core.checks import CheckMessage
@@ -153,3 +156,43 @@ def test_unusable_settings_raise_improperly_configured() -> None:
         pytest.raises(EventSeamImproperlyConfigured, match=r"manage\.py check"),
     ):
         get_seam()
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("tests.django.shop.events:seen", "must be a list"),
+        (
+            ["tests.django.shop.events:nowhere"],
+            "entry 'tests.django.shop.events:nowhere' is not usable",
+        ),
+        (["tests.django.shop.events:SEEN"], "is a list, not a callable middleware"),
+    ],
+)
+def test_unusable_middlewares_are_an_error(value: object, reason: str) -> None:
+    """middlewares must list importable callables: E009 names the entry, and the seam refuses to build."""
+    message = only(messages(middlewares=value))
+    assert message.id == "eventseam.E009"
+    assert "settings.EVENTSEAM['middlewares']" in message.msg
+    assert reason in message.msg
+    with (
+        override_settings(EVENTSEAM=eventseam(middlewares=value)),
+        pytest.raises(EventSeamImproperlyConfigured, match="middlewares"),
+    ):
+        get_config()
+
+
+def test_middlewares_are_imported_in_order() -> None:
+    """The dotted paths become the seam's middlewares, first one outermost, in the worker too."""
+    paths = ["tests.django.shop.events:seen", "tests.django.shop.events.seen"]
+    with override_settings(EVENTSEAM=eventseam(middlewares=paths)):
+        assert messages(middlewares=paths) == []
+        assert get_config().middlewares == (seen, seen)
+        assert get_seam().middlewares == (seen, seen)
+        worker = worker_seam()
+        try:
+            assert worker.middlewares == (seen, seen)
+        finally:
+            engine = engine_of(worker)
+            assert engine is not None
+            engine.dispose()

@@ -15,7 +15,7 @@ from engine.integrations.django import OutsideAtomicBlockError, get_seam, publis
 from outbox.table import Status
 from tests.django import settings as test_settings
 from tests.django.conftest import drain
-from tests.django.shop.events import RECEIVED, InvoiceIssued, OrderPlaced
+from tests.django.shop.events import RECEIVED, SEEN, InvoiceIssued, OrderPlaced, audit
 from tests.django.shop.models import Order
 
 
@@ -47,6 +47,20 @@ def test_commit_keeps_the_model_row_and_the_outbox_row(alias: str) -> None:
     assert order_numbers(alias) == ["A1"]
     assert outbox_rows(alias) == [("shop.OrderPlaced", "A1", "local", Status.LOCAL)]
     assert RECEIVED.numbers() == ["A1"]
+
+
+def test_middlewares_from_settings_wrap_the_handlers(alias: str) -> None:
+    """settings.EVENTSEAM['middlewares'] wrap every handler the committed event reaches."""
+    SEEN.clear()
+    with override_settings(
+        EVENTSEAM={**test_settings.EVENTSEAM, "middlewares": ["tests.django.shop.events:seen"]}
+    ):
+        with transaction.atomic(using=alias):
+            publish(placed("M1"), using=alias)
+        drain()
+        assert RECEIVED.numbers() == ["M1"]
+        subscribed = [spec.name for spec in audit.handlers if OrderPlaced in spec.event_types]
+        assert sorted(SEEN) == [(name, "shop.OrderPlaced") for name in sorted(subscribed)]
 
 
 def test_rollback_removes_both_and_dispatches_nothing(alias: str) -> None:

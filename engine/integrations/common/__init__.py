@@ -16,7 +16,9 @@ from .config import context_problems as context_problems
 from .config import did_you_mean as did_you_mean
 from .config import env_problems as env_problems
 from .config import import_context as import_context
+from .config import import_middleware as import_middleware
 from .config import load_with_problems as load_with_problems
+from .config import middleware_problems as middleware_problems
 from .config import unknown_context_problems as unknown_context_problems
 from .config import unknown_key_problems as unknown_key_problems
 from .config import validation_problems as validation_problems
@@ -37,7 +39,9 @@ __all__ = [
     "engine_of",
     "env_problems",
     "import_context",
+    "import_middleware",
     "load_with_problems",
+    "middleware_problems",
     "unknown_context_problems",
     "unknown_key_problems",
     "validation_problems",

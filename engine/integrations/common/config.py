@@ -1,6 +1,7 @@
 """Framework settings, read and explained: what Django's system checks and Flask's start-up share.
 
-``import_context`` resolves ``"module:attribute"`` to a BoundedContext. The ``*_problems``
+``import_context`` resolves ``"module:attribute"`` to a BoundedContext, ``import_middleware`` to
+a handler middleware. The ``*_problems``
 functions say what is wrong with a framework's eventseam settings as Problems (code, message,
 hint), spelled the framework's way (``Spelling``): Django turns them into system checks, Flask
 into ``flask eventseam config check`` lines and a FlaskConfigError.
@@ -11,7 +12,7 @@ from __future__ import annotations
 import difflib
 import importlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 
@@ -24,6 +25,10 @@ from engine.settings import EventSeamSettings, load_settings, unknown_env_vars
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
+    from engine.types import Middleware
+
+T = TypeVar("T")
+
 __all__ = [
     "Problem",
     "Spelling",
@@ -32,7 +37,9 @@ __all__ = [
     "did_you_mean",
     "env_problems",
     "import_context",
+    "import_middleware",
     "load_with_problems",
+    "middleware_problems",
     "unknown_context_problems",
     "unknown_key_problems",
     "validation_problems",
@@ -49,16 +56,32 @@ def import_context(target: object) -> BoundedContext:
     """
     if isinstance(target, BoundedContext):
         return target
+    found = _import_named(target, "a BoundedContext")
+    if not isinstance(found, BoundedContext):
+        raise TypeError(f"{target!r} is a {type(found).__name__}, not a BoundedContext")
+    return found
+
+
+def import_middleware(target: object) -> Middleware:
+    """The handler middleware (``Handler -> Handler``) ``target`` names or is.
+
+    Raises ImportError, AttributeError or TypeError (not callable), with the reason.
+    """
+    found = target if callable(target) else _import_named(target, "a middleware")
+    if not callable(found):
+        raise TypeError(f"{target!r} is a {type(found).__name__}, not a callable middleware")
+    return cast("Middleware", found)
+
+
+def _import_named(target: object, what: str) -> object:
+    """The attribute ``target`` (``"module:attr"`` or ``"module.attr"``) names."""
     if not isinstance(target, str) or not target.strip():
-        raise TypeError(f"expected 'module:attribute' naming a BoundedContext, got {target!r}")
+        raise TypeError(f"expected 'module:attribute' naming {what}, got {target!r}")
     path = target.strip()
     module_name, _, attribute = path.partition(":") if ":" in path else path.rpartition(".")
     if not module_name or not attribute:
         raise ImportError(f"{path!r} is not 'module:attribute'")
-    found = getattr(importlib.import_module(module_name), attribute)
-    if not isinstance(found, BoundedContext):
-        raise TypeError(f"{path!r} is a {type(found).__name__}, not a BoundedContext")
-    return found
+    return getattr(importlib.import_module(module_name), attribute)
 
 
 # -- problems -----------------------------------------------------------------------------
@@ -70,7 +93,8 @@ class Problem:
 
     ``code`` is ``E0xx`` (the settings cannot be used) or ``W0xx`` (they can, but look wrong):
     E002 unknown key, E003 unusable bounded contexts, E005 misspelled mode, E006 invalid value,
-    E007 a setting names an unknown context, E008 the EventSeam cannot be built, W001 an
+    E007 a setting names an unknown context, E008 the EventSeam cannot be built, E009 unusable
+    middlewares, W001 an
     ``EVENTSEAM_*`` environment variable no setting reads. Integrations add their own codes.
     """
 
@@ -177,14 +201,39 @@ def context_problems(
     where = spelling.where((spelling.contexts_from,))
     if not isinstance(value, list | tuple) or not value:
         return [], [Problem("E003", f"{where} must be a non-empty list", hint)]
-    contexts: list[BoundedContext] = []
+    return _imported(value, import_context, Problem("E003", where, hint))
+
+
+def middleware_problems(
+    value: object, spelling: Spelling
+) -> tuple[list[Middleware], list[Problem]]:
+    """The handler middlewares ``value`` lists (none when it is None), and E009 for a value
+    that is not a list or an entry that is not an importable callable."""
+    hint = (
+        "list functions Handler -> Handler as 'module:attribute', the first one outermost, "
+        "e.g. ['myproject.observability:timed']"
+    )
+    where = spelling.where(("middlewares",))
+    if value is None:
+        return [], []
+    if not isinstance(value, list | tuple):
+        return [], [Problem("E009", f"{where} must be a list", hint)]
+    return _imported(value, import_middleware, Problem("E009", where, hint))
+
+
+def _imported(
+    items: Sequence[object], importer: Callable[[object], T], problem: Problem
+) -> tuple[list[T], list[Problem]]:
+    """Each item imported by ``importer``; ``problem`` (code, where, hint) for each that fails."""
+    found: list[T] = []
     problems: list[Problem] = []
-    for item in value:
+    for item in items:
         try:
-            contexts.append(import_context(item))
+            found.append(importer(item))
         except (ImportError, AttributeError, TypeError) as exc:
-            problems.append(Problem("E003", f"{where} entry {item!r} is not usable: {exc}", hint))
-    return contexts, problems
+            message = f"{problem.message} entry {item!r} is not usable: {exc}"
+            problems.append(Problem(problem.code, message, problem.hint))
+    return found, problems
 
 
 def validation_problems(exc: ValidationError, spelling: Spelling) -> list[Problem]:

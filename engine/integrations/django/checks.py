@@ -10,10 +10,11 @@ Errors (ids ``eventseam.E0xx``) name the key at fault and hint at the fix:
     E006 any other invalid value (pydantic's message, with the path of the value)
     E007 a mode or topic setting names a context that no bounded context declares
     E008 the EventSeam cannot be built from these settings (for example duplicate handler names)
+    E009 middlewares is not a list, or an entry cannot be imported as a callable
 
 Warnings: ``eventseam.W001`` EVENTSEAM_* environment variables that no setting reads;
 ``eventseam.W002`` no ``database_url`` set and none derivable from DATABASES (in-memory SQLite).
-E002, E003 and E005 to E008 and W001 are worked out by engine.integrations.common, which the
+E002, E003 and E005 to E009 and W001 are worked out by engine.integrations.common, which the
 Flask integration shares; E001, E004 and W002 are Django's own.
 """
 
@@ -26,12 +27,12 @@ from django.core.checks import Warning as CheckWarning
 
 from engine.integrations.common import (
     Problem,
-    Spelling,
     build_problems,
     context_problems,
     did_you_mean,
     env_problems,
     load_with_problems,
+    middleware_problems,
     unknown_context_problems,
     unknown_key_problems,
 )
@@ -40,6 +41,7 @@ from .conf import (
     DEFAULT_DATABASE,
     DJANGO_KEYS,
     SETTING,
+    SPELLING,
     database_url,
     django_options,
 )
@@ -55,8 +57,6 @@ __all__ = ["check_settings"]
 _EXAMPLE = (
     "EVENTSEAM = {'bounded_contexts': ['myproject.orders:orders'], 'contexts': {'orders': 'local'}}"
 )
-#: How the messages name settings.EVENTSEAM's keys (engine.integrations.common).
-SPELLING = Spelling(owner=f"settings.{SETTING}")
 
 
 def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:
@@ -70,6 +70,7 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
     problems = unknown_key_problems(raw, SPELLING, DJANGO_KEYS)
     contexts, context_errors = context_problems(raw.get("bounded_contexts"), SPELLING)
     problems += context_errors
+    problems += middleware_problems(raw.get("middlewares"), SPELLING)[1]
     messages = _messages(problems)
     messages += _database(raw.get("database", DEFAULT_DATABASE), django_settings.DATABASES)
     settings, invalid = load_with_problems(django_options(raw), SPELLING)

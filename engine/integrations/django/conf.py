@@ -4,13 +4,15 @@
         # Django-only keys
         "bounded_contexts": ["contexts.orders:orders", "contexts.payments:payments"],
         "database": "default",          # Django alias of the outbox (default "default")
+        "middlewares": ["myproject.observability:timed"],   # optional, Handler -> Handler
         # everything else is EventSeamSettings (init values: they win over EVENTSEAM_* and TOML)
         "contexts": {"orders": "dual"},
         "kafka": {"bootstrap_servers": "kafka:9092"},
     }
 
 ``bounded_contexts`` names the BoundedContext objects (``"module:attribute"`` or
-``"module.attribute"``; objects are accepted too). When ``database_url`` is set nowhere (neither
+``"module.attribute"``; objects are accepted too); ``middlewares`` the handler middlewares the
+same way (the first one outermost; they wrap every handler call on the bus and from Kafka). When ``database_url`` is set nowhere (neither
 here, nor ``EVENTSEAM_DATABASE_URL``, nor the TOML file), it is derived from
 ``DATABASES[database]``, so the relay and ``eventseam_flags`` use the very database Django writes.
 """
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 from pydantic import ValidationError
 from sqlalchemy.engine import URL
 
-from engine.integrations.common import import_context
+from engine.integrations.common import Spelling, import_context, middleware_problems
 from engine.settings import load_settings
 
 from .errors import EventSeamImproperlyConfigured
@@ -32,11 +34,13 @@ from .errors import EventSeamImproperlyConfigured
 if TYPE_CHECKING:
     from engine.contexts import BoundedContext
     from engine.settings import EventSeamSettings
+    from engine.types import Middleware
 
 __all__ = [
     "DEFAULT_DATABASE",
     "DJANGO_KEYS",
     "SETTING",
+    "SPELLING",
     "DjangoConfig",
     "database_url",
     "django_options",
@@ -46,9 +50,11 @@ __all__ = [
 ]
 
 SETTING: Final = "EVENTSEAM"
+#: How messages name settings.EVENTSEAM's keys (engine.integrations.common).
+SPELLING: Final = Spelling(owner=f"settings.{SETTING}")
 DEFAULT_DATABASE: Final = "default"
 #: Keys of settings.EVENTSEAM read by the Django integration (not passed to EventSeamSettings).
-DJANGO_KEYS: Final = ("bounded_contexts", "database")
+DJANGO_KEYS: Final = ("bounded_contexts", "database", "middlewares")
 #: libpq parameters copied from a PostgreSQL alias's OPTIONS into the derived SQLAlchemy URL.
 _LIBPQ_OPTIONS: Final = frozenset(
     {
@@ -69,11 +75,13 @@ _LIBPQ_OPTIONS: Final = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class DjangoConfig:
-    """settings.EVENTSEAM, read: validated settings, the bounded contexts, the outbox's alias."""
+    """settings.EVENTSEAM, read: validated settings, the bounded contexts, the outbox's alias,
+    the handler middlewares."""
 
     settings: EventSeamSettings
     contexts: tuple[BoundedContext, ...]
     database: str
+    middlewares: tuple[Middleware, ...] = ()
 
 
 def raw_setting() -> dict[str, Any]:
@@ -140,6 +148,9 @@ def load_config() -> DjangoConfig:
             f"settings.{SETTING}['database'] = {database!r} is not an alias of settings.DATABASES"
         )
     contexts = _contexts(raw.get("bounded_contexts"))
+    middlewares, problems = middleware_problems(raw.get("middlewares"), SPELLING)
+    if problems:
+        raise EventSeamImproperlyConfigured(f"{problems[0].message} ({problems[0].hint})")
     try:
         settings = load_settings(**django_options(raw))
     except ValidationError as exc:
@@ -151,7 +162,7 @@ def load_config() -> DjangoConfig:
         derived = database_url(database)
         if derived is not None:
             settings = settings.model_copy(update={"database_url": derived})
-    return DjangoConfig(settings, contexts, database)
+    return DjangoConfig(settings, contexts, database, tuple(middlewares))
 
 
 def _contexts(value: object) -> tuple[BoundedContext, ...]:

@@ -84,7 +84,7 @@ def worker_seam() -> EventSeam:
 
 def build_seam(config: DjangoConfig) -> EventSeam:
     """An EventSeam for ``config`` whose session_factory is bound to ``settings.database_url``."""
-    return build_engine_seam(config.settings, config.contexts)
+    return build_engine_seam(config.settings, config.contexts, middlewares=config.middlewares)
 
 
 def reset_seam() -> None:

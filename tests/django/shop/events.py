@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from django.db import transaction
 from sqlalchemy import text
+from structlog.contextvars import get_contextvars
 
 from engine.contexts import BoundedContext
 from engine.events import DomainEvent
@@ -16,6 +17,7 @@ from .models import Order
 
 if TYPE_CHECKING:
     from engine.handler_context import HandlerContext
+    from engine.types import Handler
 
 
 class OrderPlaced(DomainEvent, name="shop.OrderPlaced", version=1):
@@ -106,3 +108,17 @@ def count_orders_with_session_on_order_placed(event: OrderPlaced, ctx: HandlerCo
     ctx.publish(
         AuditRecorded(aggregate_id=event.aggregate_id, number=f"{event.number}-seen-{count}")
     )
+
+
+#: (durable handler name, event type) of every call the ``seen`` middleware wrapped.
+SEEN: list[tuple[str, str]] = []
+
+
+def seen(handle: Handler) -> Handler:
+    """A handler middleware (settings.EVENTSEAM['middlewares']): appends each call to SEEN."""
+
+    async def wrapped(event: DomainEvent) -> None:
+        SEEN.append((str(get_contextvars().get("handler")), event.event_name))
+        await handle(event)
+
+    return wrapped
