@@ -73,6 +73,12 @@ def current_handler() -> str | None:
     return _handling.get()
 
 
+def handling(name: str) -> None:
+    """Make ``current_handler()`` return ``name`` for the rest of this context (the consumer
+    runner's appliers run each transaction in a copy of their caller's context)."""
+    _handling.set(name)
+
+
 class HandlerHost(Protocol):
     """What handlers need from the engine (EventSeam implements it)."""
 

@@ -22,7 +22,7 @@ from structlog.contextvars import bind_contextvars
 
 from . import inbox, metrics
 from .errors import EngineError, MasterKeyError, SettingsError
-from .handler_context import HandlerContext, wrapped_in
+from .handler_context import HandlerContext, handling, wrapped_in
 from .tracing import ConsumerSpans
 from .unit_of_work import UnitOfWork
 
@@ -167,6 +167,7 @@ class InboxApplier:
     def _apply_batch(
         self, events: Sequence[DomainEvent], records: Sequence[Record]
     ) -> BatchOutcome:
+        handling(self.spec.name)
         bind_contextvars(handler=self.spec.name, context=self.spec.context, attempt=1)
         index: int | None = None
         applied = 0
@@ -190,6 +191,7 @@ class InboxApplier:
         return BatchOutcome(applied=applied)
 
     def _apply_one(self, event: DomainEvent, attempt: int, record: Record | None) -> bool:
+        handling(self.spec.name)
         bind_contextvars(handler=self.spec.name, context=self.spec.context, attempt=attempt)
         with self._sessions() as session, self._exclusive(session), session.begin():
             try:

@@ -19,6 +19,7 @@ from engine.contexts import BoundedContext
 from engine.dead_letter_topic import HANDLER_FAILED, read_dead_letter
 from engine.errors import ConsumeError
 from engine.events import DomainEvent
+from engine.handler_context import current_handler
 from engine.modes import Mode
 from engine.runner import ConsumerRunner
 from engine.seam import EventSeam
@@ -50,12 +51,15 @@ class SpokeTurned(DomainEvent, name="unit.SpokeTurned", version=1):
 hub = BoundedContext("hub", owns=[SpokeTurned])
 wheel = BoundedContext("wheel")
 handled: list[tuple[int, int]] = []
+#: current_handler() as each call of count_spoke saw it.
+HANDLING: list[str | None] = []
 FAILED: Counter[int] = Counter()
 
 
 @wheel.handler(SpokeTurned, name="count_spoke")
 def count_spoke(event: SpokeTurned, ctx: HandlerContext) -> None:
     """Record (n, attempt); fail the first ``fail_times`` attempts of the event."""
+    HANDLING.append(current_handler())
     if FAILED[event.n] < event.fail_times:
         FAILED[event.n] += 1
         raise ValueError(f"spoke {event.n} slipped")
@@ -123,6 +127,7 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
     engine = create_engine(f"sqlite:///{tmp_path / 'unit.db'}")
     metadata.create_all(engine)
     handled.clear()
+    HANDLING.clear()
     FAILED.clear()
     yield engine
     engine.dispose()
@@ -268,6 +273,8 @@ async def test_transient_failure_is_isolated_and_retried(engine: Engine) -> None
         stats = runner.stats()["wheel.count_spoke"]
     # 0 and 1 ran in the rolled-back batch, then one by one; 2 failed on attempt 1 in the batch.
     assert handled == [(0, 1), (1, 1), (0, 1), (1, 1), (2, 2), (3, 1), (4, 1)]
+    # current_handler() names the handler in batches and one by one, as on the bus
+    assert HANDLING == ["wheel.count_spoke"] * 8
     assert (stats.applied, stats.failures, stats.dead_lettered) == (5, 1, 0)
     assert recorded(engine) == 5
     assert not publisher.sent
