@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 from structlog.contextvars import get_contextvars
 
+from engine.errors import error_line
+
 if TYPE_CHECKING:
     import uuid
 
@@ -51,7 +53,7 @@ class HandlerLog:
             try:
                 await handle(event)
             except Exception as exc:
-                self._record(event.event_id, HandlerRun(name, f"{type(exc).__name__}: {exc}"))
+                self._record(event.event_id, HandlerRun(name, error_line(exc)))
                 raise
             self._record(event.event_id, HandlerRun(name))
 

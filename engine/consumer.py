@@ -32,7 +32,7 @@ from aiokafka import errors as kafka_errors
 from outbox.kafka import forbid_auto_create, security_options
 from outbox.kafka_security import diagnose_tls
 
-from .errors import ConsumeError
+from .errors import ConsumeError, error_line
 
 #: Seconds a closing consumer that holds no partitions waits for a group join in flight before it
 #: drops its connections (see KafkaConsumer.aclose).
@@ -170,7 +170,7 @@ class KafkaConsumer:
             tls_error = await diagnose_tls(self._kafka)
             if tls_error is not None:  # a refused certificate is not an outage: no retry
                 raise tls_error from exc
-            raise ConsumeError(self.group_id, f"{type(exc).__name__}: {exc}") from exc
+            raise ConsumeError(self.group_id, error_line(exc)) from exc
         consumer.subscribe(self.topics, listener=_Listener(hooks))
         self._consumer = consumer
 
@@ -185,7 +185,7 @@ class KafkaConsumer:
         try:
             batches = await self._running.getmany(timeout_ms=int(wait * 1000))
         except kafka_errors.KafkaError as exc:
-            raise ConsumeError(self.group_id, f"{type(exc).__name__}: {exc}") from exc
+            raise ConsumeError(self.group_id, error_line(exc)) from exc
         if len(batches) == 1:
             return next(iter(batches.values()))
         return [record for records in batches.values() for record in records]
@@ -201,9 +201,7 @@ class KafkaConsumer:
         except (kafka_errors.CommitFailedError, kafka_errors.IllegalStateError):
             return False
         except kafka_errors.KafkaError as exc:
-            raise ConsumeError(
-                self.group_id, f"commit failed: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise ConsumeError(self.group_id, f"commit failed: {error_line(exc)}") from exc
         return len(chosen) == len(offsets)
 
     def assignment(self) -> set[Partition]:

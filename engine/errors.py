@@ -251,9 +251,13 @@ class CiphertextError(PersonalDataError):
 
 
 def error_line(error: BaseException) -> str:
-    """An error in one line, for logs and reports: its type, then its message's first line."""
+    """An error in one line, for logs and reports: its type, then its message's first line
+    (the type once: aiokafka's errors already start their message with it)."""
+    name = type(error).__name__
     lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    if not lines:
+        return name
+    return lines[0] if lines[0].startswith(f"{name}:") else f"{name}: {lines[0]}"
 
 
 #: Added to a database error that says one of eventseam's tables or columns does not exist.

@@ -50,7 +50,7 @@ from outbox.table import outbox
 from outbox.topics import TopicNamer
 
 from .dead_letter_topic import DeadLetterTopics
-from .errors import ConsumeError, database_error_line
+from .errors import ConsumeError, database_error_line, error_line
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -392,7 +392,7 @@ class KafkaOffsets:
                 (tp.topic, tp.partition): (int(starts[tp]), int(highs[tp] or 0)) for tp in chosen
             }
         except (kafka_errors.KafkaError, OSError) as exc:
-            raise ConsumeError("status", f"{type(exc).__name__}: {exc}") from exc
+            raise ConsumeError("status", error_line(exc)) from exc
         finally:
             await consumer.stop()
 
@@ -413,7 +413,7 @@ class KafkaOffsets:
                     found[(topic, number)] = int(offset)
             return found
         except (kafka_errors.KafkaError, OSError) as exc:
-            raise ConsumeError(group, f"{type(exc).__name__}: {exc}") from exc
+            raise ConsumeError(group, error_line(exc)) from exc
         finally:
             await consumer.stop()
 

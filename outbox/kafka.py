@@ -34,6 +34,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.protocol.metadata import MetadataRequest
 
 from engine.codec import encode_headers
+from engine.errors import error_line
 
 from .errors import PermanentPublishError, PublishError
 from .kafka_security import diagnose_tls
@@ -75,7 +76,7 @@ def translate(exc: BaseException, topic: str) -> PublishError:
     """The OutboxError for an aiokafka failure (PermanentPublishError when it will fail again)."""
     if isinstance(exc, PublishError):
         return exc
-    reason = f"{type(exc).__name__}: {exc}"
+    reason = error_line(exc)
     if isinstance(exc, PERMANENT_ERRORS):
         return PermanentPublishError(topic, reason)
     return PublishError(topic, reason)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 import pytest
+from aiokafka.errors import KafkaConnectionError
 
 from engine import health
 from engine.errors import error_line
@@ -51,6 +52,12 @@ def test_condition_is_ready_only_while_running_without_failures() -> None:
 def test_error_line_is_the_type_and_first_line() -> None:
     """What /readyz shows of an exception: its type and its message's first line."""
     assert error_line(OSError("refused\nmore detail")) == "OSError: refused"
+    # aiokafka's errors name their type in their message already: once is enough
+    broker_down = KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 1)]")
+    assert (
+        error_line(broker_down)
+        == "KafkaConnectionError: Unable to bootstrap from [('127.0.0.1', 1)]"
+    )
     assert error_line(TimeoutError()) == "TimeoutError"
 
 
