@@ -238,7 +238,7 @@ class FlagSource:
             try:
                 await self._refresh_via_engine()
             except SQLAlchemyError as exc:
-                _log.warning("eventseam.flags.refresh_failed", error=str(exc))
+                _log.warning("flags.refresh_failed", error=str(exc))
 
     def validate(self, context: str, mode: Mode | str) -> Mode:
         """``mode`` as a Mode for a declared ``context``; UnknownContextError or SettingsError otherwise."""
@@ -319,7 +319,7 @@ class FlagSource:
             before, after = previous.get(context, Mode.LOCAL), effective.get(context, Mode.LOCAL)
             if before is not after:
                 _log.info(
-                    "eventseam.flags.changed",
+                    "flags.changed",
                     context=context,
                     before=before.value,
                     mode=after.value,

@@ -168,7 +168,7 @@ class Link:
     then the cancellation lands. SQLAlchemy invalidates an aiosqlite connection whose statement
     was cancelled, and when the cancellation also interrupts that invalidation, the graceful
     close task it started waits forever for the connection's stopped thread: ``asyncio.run``
-    then never returns and the relay process hangs after ``relay_stopped`` (found by
+    then never returns and the relay process hangs after ``relay.stopped`` (found by
     tests/reliability/test_crash_points.py; regression test tests/integration/test_link_cancel.py).
     """
 
@@ -425,6 +425,6 @@ class Marker:
             except (SQLAlchemyError, OSError) as exc:
                 self._pending[:0] = chunk
                 failures += 1
-                log.warning("outbox_mark_failed", rows=len(chunk), error=str(exc), attempt=failures)
+                log.warning("outbox.mark_failed", rows=len(chunk), error=str(exc), attempt=failures)
                 await anyio.sleep(self._policy.delay(failures))
         self._idle.set()

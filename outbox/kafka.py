@@ -181,7 +181,7 @@ class KafkaPublisher:
             if mode == "on" or isinstance(exc.__cause__, kafka_errors.KafkaConnectionError):
                 raise
             log.warning(
-                "kafka_idempotence_refused", reason=exc.reason, fallback="enable_idempotence=off"
+                "kafka.idempotence_refused", reason=exc.reason, fallback="enable_idempotence=off"
             )
             self._producer = await self._start_producer(idempotent=False)
 

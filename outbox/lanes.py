@@ -368,7 +368,7 @@ class Dispatcher:
             return False
         if len(sent) > 1:
             log.warning(
-                "relay_batch_rejected",
+                "relay.batch_rejected",
                 topic=exc.topic,
                 rows=len(sent),
                 event_ids=[row_log_ids(row).get("event_id") for row in sent],

@@ -103,7 +103,7 @@ class Leases:
             self.lost += 1
         self.changed.set()
         self.changed = anyio.Event()
-        log.info("relay_slots_changed", owner=self.owner, slots=len(owned))
+        log.info("relay.slots_changed", owner=self.owner, slots=len(owned))
 
     async def setup(self) -> None:
         """Insert the missing slot rows (free leases)."""
@@ -125,7 +125,7 @@ class Leases:
         renewed = await self._renew()
         self._valid_until = started + SAFE_SHARE * self.lease_seconds
         if renewed != self.owned:
-            log.warning("relay_slots_lost", owner=self.owner, lost=sorted(self.owned - renewed))
+            log.warning("relay.slots_lost", owner=self.owner, lost=sorted(self.owned - renewed))
             self._set_owned(renewed, lost=True)
         target = fair_share(self.slots, members, self.owner)
         if len(self.owned) < target:
@@ -219,7 +219,7 @@ class Leases:
                 failures += 1
                 wait = min(policy.delay(failures), self.lease_seconds / 3)
                 log.warning(
-                    "relay_lease_renewal_failed", owner=self.owner, error=str(exc), attempt=failures
+                    "relay.lease_renewal_failed", owner=self.owner, error=str(exc), attempt=failures
                 )
             if not started and failures == 0:
                 started = True

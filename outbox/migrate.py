@@ -236,7 +236,7 @@ def require_schema(target: str | URL | Engine) -> SchemaStatus:
     SchemaMissingError when MISSING (both SchemaError).
 
     Logs a structlog warning and returns for AHEAD (a rolling deploy: older code on a newer
-    schema), UNVERSIONED (``eventseam_schema_unversioned``) and UNREACHABLE; nothing for CURRENT.
+    schema), UNVERSIONED (``schema.unversioned``) and UNREACHABLE; nothing for CURRENT.
     """
     status = check_schema(target)
     fields = {"database": status.database, "current": status.current, "expected": status.expected}
@@ -245,16 +245,16 @@ def require_schema(target: str | URL | Engine) -> SchemaStatus:
     if status.state is SchemaState.MISSING:
         raise SchemaMissingError(status.database, outbox.name)
     if status.state is SchemaState.AHEAD:
-        log.warning("eventseam_schema_ahead", **fields)
+        log.warning("schema.ahead", **fields)
     elif status.state is SchemaState.UNVERSIONED:
         log.warning(
-            "eventseam_schema_unversioned",
+            "schema.unversioned",
             version_table=VERSION_TABLE,
             hint="tables made by create_all carry no revision to check",
             **fields,
         )
     elif status.state is SchemaState.UNREACHABLE:
-        log.warning("eventseam_schema_check_skipped", error=status.error, **fields)
+        log.warning("schema.check_skipped", error=status.error, **fields)
     return status
 
 

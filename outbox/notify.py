@@ -127,14 +127,14 @@ class NotifyListener:
                 await self._listen()
             except Exception as exc:  # any driver error: polling covers, retry later
                 failures += 1
-                log.warning("relay_listen_failed", error=repr(exc), attempt=failures)
+                log.warning("relay.listen_failed", error=repr(exc), attempt=failures)
             self._doorbell.ring()  # rows may have arrived while nobody listened
             await anyio.sleep(self._policy.delay(max(failures, 1)))
 
     async def _listen(self) -> None:
         async with self._engine.connect() as connection:
             raw = (await connection.get_raw_connection()).driver_connection
-            log.info("relay_listening", channel=CHANNEL)
+            log.info("relay.listening", channel=CHANNEL)
             if self._engine.dialect.driver == "asyncpg":
                 await _listen_asyncpg(raw, self._doorbell)
             else:

@@ -89,10 +89,10 @@ class Failures:
             self.version += 1
             if failed.status == Status.PARKED:
                 self.blocked.pop(failed.key, None)
-                log.warning("outbox_row_parked", error=error, **context)
+                log.warning("outbox.row_parked", error=error, **context)
             else:
                 self.blocked[failed.key] = time.monotonic() + self._policy.delay(failed.attempts)
-                log.warning("outbox_row_failed", error=error, **context)
+                log.warning("outbox.row_failed", error=error, **context)
 
 
 @dataclass(frozen=True, slots=True)

@@ -211,7 +211,7 @@ class Relay:
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Relay until ``stop()`` or cancellation; reports started once connected with slots."""
-        log.info("relay_starting", owner=self.owner)
+        log.info("relay.starting", owner=self.owner)
         try:
             async with anyio.create_task_group() as group:
                 await self._connect()
@@ -230,12 +230,12 @@ class Relay:
         finally:
             with anyio.CancelScope(shield=True):
                 await self._close()
-        log.info("relay_stopped", owner=self.owner)
+        log.info("relay.stopped", owner=self.owner)
 
     async def _connect(self) -> None:
-        await self._retrying("relay_broker_unavailable", BROKER, self._publisher.start)
-        await self._retrying("relay_database_unavailable", DATABASE, self._leases.setup)
-        log.info("relay_connected", owner=self.owner, idempotent=self._publisher.idempotent)
+        await self._retrying("relay.broker_unavailable", BROKER, self._publisher.start)
+        await self._retrying("relay.database_unavailable", DATABASE, self._leases.setup)
+        log.info("relay.connected", owner=self.owner, idempotent=self._publisher.idempotent)
 
     async def _retrying(
         self, event: str, dependency: str, action: Callable[[], Awaitable[None]]
@@ -257,7 +257,7 @@ class Relay:
             try:
                 await self._topics.partitions(topic, context)
             except PublishError as exc:
-                log.warning("relay_topic_not_created", topic=topic, error=exc.reason)
+                log.warning("relay.topic_not_created", topic=topic, error=exc.reason)
 
     async def _sleep(self, seconds: float) -> None:
         with anyio.move_on_after(seconds):
@@ -362,7 +362,7 @@ class Relay:
         except (SQLAlchemyError, OSError) as exc:
             self._outages += 1
             log.warning(
-                "relay_fetch_failed", owner=self.owner, error=str(exc), attempt=self._outages
+                "relay.fetch_failed", owner=self.owner, error=str(exc), attempt=self._outages
             )
             self.condition.failing(DATABASE, error_line(exc))
             await self._sleep(self._outage_policy.delay(self._outages))
@@ -407,7 +407,7 @@ class Relay:
         if error is not None:
             self._outages += 1
             log.warning(
-                "relay_send_failed",
+                "relay.send_failed",
                 owner=self.owner,
                 topic=error.topic,
                 error=error.reason,
@@ -425,7 +425,7 @@ class Relay:
         try:
             await self._leases.release_surplus()
         except (SQLAlchemyError, OSError) as exc:
-            log.warning("relay_release_failed", owner=self.owner, error=str(exc))
+            log.warning("relay.release_failed", owner=self.owner, error=str(exc))
 
     async def _finish(self) -> None:
         """Graceful stop: batches in flight land and their rows are marked (within ``grace``)."""
@@ -456,7 +456,7 @@ class Relay:
             await action()
         except (SQLAlchemyError, OSError, PublishError) as exc:
             log.warning(
-                "relay_shutdown_step_failed",
+                "relay.shutdown_step_failed",
                 owner=self.owner,
                 step=getattr(action, "__name__", "?"),
                 error=str(exc),

@@ -167,7 +167,7 @@ class Topics:
         spec = self.spec(topic, context)
         if await self._admin.create(spec):
             log.info(
-                "topic_created",
+                "topics.created",
                 topic=topic,
                 partitions=spec.partitions,
                 replication_factor=spec.replication_factor,
@@ -176,7 +176,7 @@ class Topics:
             problem = mismatch(spec, await self._admin.describe(topic))
             if problem is not None:
                 log.warning(
-                    "topic_mismatch", topic=topic, detail=problem.detail, message=str(problem)
+                    "topics.mismatch", topic=topic, detail=problem.detail, message=str(problem)
                 )
         return await self._partitions_of(topic)
 

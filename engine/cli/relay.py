@@ -101,7 +101,7 @@ def _run(settings: EventSeamSettings, sampled: bool, probes: Health | None) -> N
 
     with BundledBroker() as broker:
         log.warning(
-            "bundled_broker_started", bootstrap_servers=broker.bootstrap_servers, storage="memory"
+            "bundled_broker.started", bootstrap_servers=broker.bootstrap_servers, storage="memory"
         )
         bundled = with_bundled_broker(settings, broker.bootstrap_servers)
         anyio.run(run, bundled, backend="asyncio")
@@ -131,7 +131,7 @@ async def serve(
     relay = Relay(settings)
     tune_for_relay()  # this process runs the relay only
     async with anyio.create_task_group() as group:
-        await group.start(stop_on_signals, relay.stop, group.cancel_scope, "relay_stopping")
+        await group.start(stop_on_signals, relay.stop, group.cancel_scope, "relay.stopping")
         if sample_outbox:
             group.start_soon(functools.partial(metrics.sample_outbox, settings.database_url))
         if health is not None:

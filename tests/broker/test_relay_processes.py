@@ -84,7 +84,7 @@ async def test_three_relay_processes_keep_per_aggregate_order(
     first_slots = [
         line
         for line in (tmp_path / "relay-0.log").read_text().splitlines()
-        if "relay_slots_changed" in line
+        if "relay.slots_changed" in line
     ]
     assert len(first_slots) >= 3, "the first relay should have shed slots to the others"
     records = await read_topic(

@@ -84,7 +84,7 @@ async def test_existing_topic_that_differs_is_used_with_a_warning(
     with capture_logs() as logs:
         async with relay_running(settings):
             await wait_for(lambda: not outbox_rows(outbox_db), message="outbox drained")
-    warnings = [entry for entry in logs if entry["event"] == "topic_mismatch"]
+    warnings = [entry for entry in logs if entry["event"] == "topics.mismatch"]
     assert warnings
     assert "2 partitions instead of 3" in warnings[0]["message"]
     assert warnings[0]["message"].startswith(
@@ -103,7 +103,7 @@ async def test_idempotence_auto_falls_back_and_on_refuses(kafka_broker: BundledB
         await auto.start()
     try:
         assert auto.idempotent is False
-        assert any(entry["event"] == "kafka_idempotence_refused" for entry in logs)
+        assert any(entry["event"] == "kafka.idempotence_refused" for entry in logs)
     finally:
         await auto.aclose()
     strict = KafkaPublisher(

@@ -245,7 +245,7 @@ async def test_run_with_a_sync_engine_survives_a_failed_refresh(sqlite_url: str)
                 await waits_out.receive()
                 tg.cancel_scope.cancel()
         assert source.mode_of("shipping") is Mode.DUAL
-        assert any(log["event"] == "eventseam.flags.refresh_failed" for log in logs)
+        assert any(log["event"] == "flags.refresh_failed" for log in logs)
     finally:
         for stream in (ticks_in, ticks_out, waits_in, waits_out):
             stream.close()

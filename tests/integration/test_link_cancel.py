@@ -3,7 +3,7 @@
 Regression: SQLAlchemy invalidates an aiosqlite connection whose statement was cancelled; when
 the cancellation also interrupted that invalidation, the graceful-close task it had started
 waited forever for the connection's stopped thread, so ``asyncio.run`` never returned and a
-relay process hung after logging ``relay_stopped`` (tests/reliability/test_crash_points.py).
+relay process hung after logging ``relay.stopped`` (tests/reliability/test_crash_points.py).
 """
 
 from __future__ import annotations

@@ -395,7 +395,7 @@ class Replay:
         assert {json.loads(record.value)["order_id"] for record in records} == set(expected)
         assert relay.stop() == 0, relay.output()
         output = relay.output()
-        assert "relay_stopped" in output, output
+        assert "relay.stopped" in output, output
         assert "Traceback" not in output, output
         self.relayed = self.orders
 

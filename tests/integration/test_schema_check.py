@@ -126,7 +126,7 @@ def test_upgraded_database_starts(
 def test_create_all_tables_warn_and_start(
     command: str, sqlite_url: str, started: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Tables made with create_all (no version table) log eventseam_schema_unversioned and start."""
+    """Tables made with create_all (no version table) log schema.unversioned and start."""
     engine = create_engine(sqlite_url)
     migrate.schema_metadata().create_all(engine)
     engine.dispose()
@@ -134,7 +134,7 @@ def test_create_all_tables_warn_and_start(
         result = run_command(command, sqlite_url, monkeypatch)
     assert result.exit_code == 0, result.output
     assert started == [command]
-    assert [entry["event"] for entry in logs] == ["eventseam_schema_unversioned"]
+    assert [entry["event"] for entry in logs] == ["schema.unversioned"]
 
 
 def test_newer_revision_warns_and_goes_on(database_url: str) -> None:
@@ -147,7 +147,7 @@ def test_newer_revision_warns_and_goes_on(database_url: str) -> None:
     with capture_logs() as logs:
         status = migrate.require_schema(database_url)
     assert (status.state, status.current) == (SchemaState.AHEAD, "f00d")
-    assert [entry["event"] for entry in logs] == ["eventseam_schema_ahead"]
+    assert [entry["event"] for entry in logs] == ["schema.ahead"]
 
 
 def test_unreachable_database_is_skipped() -> None:
@@ -156,7 +156,7 @@ def test_unreachable_database_is_skipped() -> None:
         status = migrate.require_schema("postgresql+asyncpg://user:pw@127.0.0.1:1/none")
     assert status.state is SchemaState.UNREACHABLE
     assert status.error
-    assert [entry["event"] for entry in logs] == ["eventseam_schema_check_skipped"]
+    assert [entry["event"] for entry in logs] == ["schema.check_skipped"]
     assert "pw@" not in status.database
 
 

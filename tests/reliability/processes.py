@@ -76,7 +76,7 @@ def running_worker(
 
 
 #: A line each process logs once it handles SIGTERM gracefully (before: SIGTERM kills it).
-RELAY_READY = "relay_connected"
+RELAY_READY = "relay.connected"
 WORKER_READY = "consumer.starting"
 
 

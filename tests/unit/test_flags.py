@@ -156,7 +156,7 @@ def test_flips_after_the_first_read_are_logged(table: FakeTable) -> None:
         source.refresh(NO_CONNECTION)
         table.rows = [("shipping", "broker", WHEN, "ops")]
         source.refresh(NO_CONNECTION, force=True)
-    changes = [log for log in logs if log["event"] == "eventseam.flags.changed"]
+    changes = [log for log in logs if log["event"] == "flags.changed"]
     assert [(c["context"], c["before"], c["mode"]) for c in changes] == [
         ("shipping", "dual", "broker")
     ]

@@ -259,7 +259,7 @@ async def test_relay_park_lines_carry_the_event_ids() -> None:
     before = metrics_sample(labels)
     with capture_logs(processors=[merge_contextvars]) as entries:
         await dispatcher.send_round([row], lambda: True)
-    [parked] = lines(entries, "outbox_row_parked")
+    [parked] = lines(entries, "outbox.row_parked")
     assert_ids(parked, PARKED_EVENT, "meter")
     assert metrics_sample(labels) == before + 1
 

@@ -192,5 +192,5 @@ def _stop_all_at_exit() -> None:
             holder.reset()
         except Exception as exc:  # exit goes on whatever happens; say what was lost
             _log.error(
-                "eventseam.integration.stop_failed", integration=holder.name, error=repr(exc)
+                "integration.stop_failed", integration=holder.name, error=repr(exc)
             )

@@ -170,7 +170,7 @@ class FlaskEventSeam:
                 [problem for problem in problems if problem.is_error],
             )
         for problem in problems:
-            _log.warning("eventseam.flask.config", code=problem.code, problem=problem.message)
+            _log.warning("flask.config", code=problem.code, problem=problem.message)
         previous = app.extensions.get(EXTENSION_KEY)
         if isinstance(previous, FlaskState):
             previous.process.reset()  # initialised again: its bus (if started here) stops first
