@@ -180,7 +180,8 @@ class HandlerWorker:
             self._generation += 1
             if not self._stopping:
                 self._interrupt = anyio.Event()
-        self._log.info("consumer.partitions_revoked", partitions=sorted(partitions))
+        if partitions:  # the first join revokes nothing: no line for it
+            self._log.info("consumer.partitions_revoked", partitions=sorted(partitions))
 
     async def partitions_assigned(self, partitions: set[Partition]) -> None:
         """Rebalance done: positions restart from the committed offsets."""
