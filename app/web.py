@@ -1,6 +1,8 @@
 """The example monolith as a web application: Flask, Flask-SQLAlchemy and eventseam's Flask extension.
 
     app = create_app()          # database: SQLALCHEMY_DATABASE_URI, else the database_url setting
+                                # (a relative SQLite path: in the working directory, as the
+                                # eventseam commands read it; not Flask's instance folder)
 
     POST /orders                {"customer_id": "cus_alice", "total_cents": 4200}   -> 201
                                 (optional: "order_id" to make retries idempotent, "currency")
@@ -20,12 +22,13 @@ the engine's threads. ``GET`` reads each context's table (the application's read
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from flask import Blueprint, Flask, jsonify, request
 from flask_sqlalchemy import SQLAlchemy
 from pydantic import ValidationError
-from sqlalchemy import event, select
+from sqlalchemy import event, make_url, select
 
 from app.bootstrap import CONTEXTS, SQLITE_BUSY_TIMEOUT_SECONDS, create_tables
 from contexts.orders.commands import CancelOrder, PlaceOrder
@@ -74,7 +77,9 @@ def create_app(
     """
     app = Flask("app")
     app.config.update(config or {})
-    app.config.setdefault("SQLALCHEMY_DATABASE_URI", load_settings().database_url)
+    app.config.setdefault(
+        "SQLALCHEMY_DATABASE_URI", in_working_directory(load_settings().database_url)
+    )
     sqlite = str(app.config["SQLALCHEMY_DATABASE_URI"]).startswith("sqlite")
     if sqlite:  # threads and workers write one file: wait for the lock instead of failing
         options = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
@@ -92,6 +97,22 @@ def create_app(
         if app.config.get(CREATE_SCHEMA, sqlite):
             create_tables(db.engine)
     return app
+
+
+def in_working_directory(url: str) -> str:
+    """``url`` with a relative SQLite path made absolute from the working directory.
+
+    Flask-SQLAlchemy puts a relative SQLite file in the app's instance folder; the eventseam
+    commands (``eventseam relay``, ``status``...) and the demo open it in the working
+    directory. The default ``sqlite:///eventseam.db`` must be one file for all of them.
+    """
+    parsed = make_url(url)
+    path = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not path or path == ":memory:":
+        return url
+    if path.startswith("file:") or Path(path).is_absolute():
+        return url
+    return parsed.set(database=str(Path(path).resolve())).render_as_string(hide_password=False)
 
 
 @orders_api.post("/orders")

@@ -12,6 +12,7 @@ import anyio
 import pytest
 from sqlalchemy import select
 
+from app.bootstrap import bootstrap, engine_of
 from app.scenarios import EXPECTED, Kind, Outcome, plan
 from app.web import create_app, db
 from engine.integrations.flask import get_seam, get_state, stop_seam
@@ -20,6 +21,7 @@ from tests.kafka_broker import read_topic, relay_running, start_broker, unique_p
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from pathlib import Path
 
     from flask import Flask
     from flask.testing import FlaskClient
@@ -136,6 +138,29 @@ def test_orders_reach_their_final_state_in_every_context(
     for scenario in scenarios:
         types = {kind for kind, order, _ in events if order == scenario.order_id}
         assert types == {"orders.OrderPlaced", *follow_ups[scenario.expected]}
+
+
+def test_default_sqlite_file_is_the_one_the_eventseam_commands_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without SQLALCHEMY_DATABASE_URI the app writes ./eventseam.db, the file `eventseam relay`
+    and `eventseam status` open (app.bootstrap), not one in Flask's instance folder."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EVENTSEAM_DATABASE_URL", raising=False)
+    app = create_app()
+    try:
+        place(app.test_client(), "ord-1", "cus_alice", 4200)
+    finally:
+        stop_seam(app)
+        with app.app_context():
+            db.engine.dispose()
+    commands = bootstrap()
+    try:
+        with engine_of(commands).connect() as connection:
+            types = connection.execute(select(outbox.c.type)).scalars().all()
+    finally:
+        engine_of(commands).dispose()
+    assert "orders.OrderPlaced" in types
 
 
 def test_cancel_right_after_checkout_cancels_everywhere(make_web_app: Callable[..., Flask]) -> None:
