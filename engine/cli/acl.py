@@ -22,7 +22,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from engine.acl import AclError, kafka_acls_commands, required_acls
-from engine.cli.contexts import fail, loaded_application
+from engine.cli.contexts import loaded_application
+from engine.cli.failure import fail
 
 if TYPE_CHECKING:
     from engine.acl import Acl
@@ -57,12 +58,11 @@ def acl(
     command_config: str | None,
 ) -> None:
     """Print the Kafka ACLs the relay and each context's workers need."""
-    errors = Console(stderr=True, highlight=False)
-    with loaded_application(ctx, errors) as app:
+    with loaded_application(ctx) as app:
         try:
             rules = required_acls(app.contexts, app.settings)
         except AclError as exc:
-            fail(errors, str(exc))
+            fail(str(exc))
         bootstrap = bootstrap_server or app.settings.kafka.bootstrap_servers or "$BOOTSTRAP"
     if as_json or output_format == "json":
         click.echo(json.dumps([rule.as_dict() for rule in rules], indent=2))

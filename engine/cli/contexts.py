@@ -18,7 +18,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -34,14 +34,14 @@ from engine.module_map import ModuleMap, build_module_map, render_mermaid, rende
 from engine.settings import EventSeamSettings
 from outbox.topics import TopicNamer
 
+from .failure import fail
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from sqlalchemy import Engine
 
     from engine.modes import Mode
-
-USAGE_EXIT = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +81,7 @@ class Application:
 def contexts(ctx: click.Context, output_format: str, output: Path | None, read_flags: bool) -> None:
     """Show each context's events, handlers and mode, or a diagram of the event flows."""
     errors = Console(stderr=True, highlight=False)
-    with loaded_application(ctx, errors) as app:
+    with loaded_application(ctx) as app:
         modes = effective_modes(app, errors, read_flags=read_flags)
         module_map = build_module_map(app.contexts, modes, topic_of=TopicNamer(app.settings.relay))
     if output_format == "table":
@@ -133,9 +133,9 @@ def effective_modes(app: Application, errors: Console, *, read_flags: bool) -> d
 
 
 @contextmanager
-def loaded_application(ctx: click.Context, errors: Console) -> Iterator[Application]:
+def loaded_application(ctx: click.Context) -> Iterator[Application]:
     """The application named by ``eventseam --app``; its database engine is disposed after."""
-    app = _load(ctx, errors)
+    app = _load(ctx)
     try:
         yield app
     finally:
@@ -143,17 +143,17 @@ def loaded_application(ctx: click.Context, errors: Console) -> Iterator[Applicat
             app.engine.dispose()
 
 
-def _load(ctx: click.Context, errors: Console) -> Application:
+def _load(ctx: click.Context) -> Application:
     try:
         app_path, app = load_app(
             ctx, factory_errors=(ImportError, AttributeError, ValueError, EngineError)
         )
     except AppLoadError as exc:
-        fail(errors, str(exc))
+        fail(str(exc))
     contexts = getattr(app, "contexts", None)
     settings = getattr(app, "settings", None)
     if not isinstance(contexts, ContextMap) or not isinstance(settings, EventSeamSettings):
-        fail(errors, f"the application from {app_path!r} has no .contexts map and .settings")
+        fail(f"the application from {app_path!r} has no .contexts map and .settings")
     flags = getattr(app, "flags", None)
     return Application(
         contexts=contexts,
@@ -161,9 +161,3 @@ def _load(ctx: click.Context, errors: Console) -> Application:
         flags=flags if isinstance(flags, FlagSource) else None,
         engine=app_engine(app),
     )
-
-
-def fail(errors: Console, message: str, status: int = USAGE_EXIT) -> NoReturn:
-    """Print ``message`` as an error on stderr and exit with ``status``."""
-    errors.print(f"[bold red]error:[/] {escape(message)}")
-    raise click.exceptions.Exit(status)

@@ -21,7 +21,8 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from engine.cli.contexts import Application, fail, loaded_application
+from engine.cli.contexts import Application, loaded_application
+from engine.cli.failure import fail
 from engine.contracts import (
     Compat,
     ContractError,
@@ -61,12 +62,12 @@ def contracts() -> None:
 def dump(ctx: click.Context, directory: Path, title: str, api_version: str) -> None:
     """Write DIR/asyncapi.json and DIR/schemas/<event>.v<N>.json for every event version."""
     console = Console(highlight=False)
-    with loaded_application(ctx, console) as app:
-        files = _render(console, app, DocumentInfo(title=title, version=api_version))
+    with loaded_application(ctx) as app:
+        files = _render(app, DocumentInfo(title=title, version=api_version))
     try:
         report = write_contracts(directory, files)
     except ContractError as exc:
-        fail(console, str(exc))
+        fail(str(exc))
     for relative in report.written:
         console.print(f"wrote {escape(str(directory / relative))}")
     for relative in report.removed:
@@ -92,17 +93,13 @@ def dump(ctx: click.Context, directory: Path, title: str, api_version: str) -> N
 def check(ctx: click.Context, directory: Path, compat: str, strict: bool) -> None:
     """Fail, naming event and field, when the events are not compatible with DIR's schemas."""
     console = Console(highlight=False)
-    with loaded_application(ctx, console) as app:
+    with loaded_application(ctx) as app:
         try:
             committed = read_schemas(directory)
             findings = check_compatibility(committed, current_schemas(app.contexts), Compat(compat))
-            stale = (
-                stale_files(directory, _render(console, app, read_info(directory)))
-                if strict
-                else []
-            )
+            stale = stale_files(directory, _render(app, read_info(directory))) if strict else []
         except ContractError as exc:
-            fail(console, str(exc))
+            fail(str(exc))
     breaking = [f for f in findings if f.breaking]
     _report(console, directory, compat, findings, stale)
     if breaking or stale:
@@ -137,7 +134,7 @@ def _report(
         console.print(f"Run `eventseam contracts dump {escape(str(directory))}` and commit it.")
 
 
-def _render(console: Console, app: Application, info: DocumentInfo | None) -> dict[str, str]:
+def _render(app: Application, info: DocumentInfo | None) -> dict[str, str]:
     """Every file dump writes for ``app``; invalid naming settings exit with status 2."""
     prefix = app.settings.consumer.group_prefix
     try:
@@ -148,4 +145,4 @@ def _render(console: Console, app: Application, info: DocumentInfo | None) -> di
             info=info,
         )
     except EngineError as exc:
-        fail(console, str(exc))
+        fail(str(exc))

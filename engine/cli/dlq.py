@@ -32,8 +32,9 @@ from sqlalchemy import create_engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from engine.cli import app_loader
+from engine.cli.failure import fail
 from engine.cli.logging import configure_logging
-from engine.cli.replay import fail, load_seam
+from engine.cli.replay import load_seam
 from engine.dlq import DeadLetters, DeadLetterView, parse_id, to_dict
 from engine.errors import (
     ConsumeError,

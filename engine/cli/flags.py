@@ -16,11 +16,10 @@ from __future__ import annotations
 import getpass
 import socket
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, NoReturn, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
@@ -32,6 +31,8 @@ from engine.errors import SettingsError, UnknownContextError, database_error_lin
 from engine.flags import FlagOrigin, FlagSource, FlagState
 from engine.settings import EventSeamSettings, load_settings
 
+from .failure import fail
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
 _T = TypeVar("_T")
 
 DATABASE_EXIT = 1
-USAGE_EXIT = 2
 
 _database_option = click.option(
     "--database-url",
@@ -67,8 +67,8 @@ def flags() -> None:
 def show(ctx: click.Context, database_url: str | None, context_names: str | None) -> None:
     """List every context with its effective mode and where that mode comes from."""
     console = Console(highlight=False)
-    source, url = _flag_source(ctx, console, context_names, database_url)
-    with _database(console, url, "read flags from") as connection:
+    source, url = _flag_source(ctx, context_names, database_url)
+    with _database(url, "read flags from") as connection:
         source.refresh(connection, force=True)
     console.print(flags_table(source.states()))
 
@@ -92,10 +92,10 @@ def set_(
 ) -> None:
     """Set CONTEXT's routing MODE (local, dual or broker) in the flag table."""
     console = Console(highlight=False)
-    source, url = _flag_source(ctx, console, context_names, database_url)
-    chosen = _guard(console, lambda: source.validate(context, mode))
+    source, url = _flag_source(ctx, context_names, database_url)
+    chosen = _guard(lambda: source.validate(context, mode))
     author = by or _default_author()
-    with _database(console, url, "write flags to") as connection:
+    with _database(url, "write flags to") as connection:
         source.refresh(connection, force=True)
         before = source.mode_of(context)
         source.set_mode(connection, context, chosen, by=author)
@@ -115,9 +115,9 @@ def clear(
 ) -> None:
     """Delete CONTEXT's flag-table row: its mode falls back to settings or the default."""
     console = Console(highlight=False)
-    source, url = _flag_source(ctx, console, context_names, database_url)
-    _guard(console, lambda: source.check_context(context))
-    with _database(console, url, "write flags to") as connection:
+    source, url = _flag_source(ctx, context_names, database_url)
+    _guard(lambda: source.check_context(context))
+    with _database(url, "write flags to") as connection:
         existed = source.clear_mode(connection, context)
     if existed:
         console.print(f"{context}: table row removed; settings or the default decide its mode")
@@ -145,25 +145,25 @@ def flags_table(states: list[FlagState]) -> Table:
 
 
 def _flag_source(
-    ctx: click.Context, console: Console, context_names: str | None, database_url: str | None
+    ctx: click.Context, context_names: str | None, database_url: str | None
 ) -> tuple[FlagSource, str]:
     """The FlagSource of the application (or of ``--contexts``) and the database URL."""
     if context_names is not None:
         names = [name.strip() for name in context_names.split(",") if name.strip()]
-        settings = _guard(console, load_settings)
+        settings = _guard(load_settings)
     else:
-        names, settings = _load_app(ctx, console)
-    source = _guard(console, lambda: FlagSource(settings, names))
+        names, settings = _load_app(ctx)
+    source = _guard(lambda: FlagSource(settings, names))
     return source, database_url or settings.database_url
 
 
-def _load_app(ctx: click.Context, console: Console) -> tuple[list[str], EventSeamSettings]:
+def _load_app(ctx: click.Context) -> tuple[list[str], EventSeamSettings]:
     """Context names and settings of the application named by ``eventseam --app``."""
     try:
         app_path, app = load_app(ctx)
     except AppLoadError as exc:
         hint = " or --contexts a,b" if exc.app_path is None else "; or pass --contexts a,b"
-        _fail(console, f"{exc}{hint}", USAGE_EXIT)
+        fail(f"{exc}{hint}")
     dispose_app(app)  # only its contexts and settings are used
     contexts = getattr(app, "contexts", None)
     if isinstance(contexts, ContextMap):
@@ -171,25 +171,25 @@ def _load_app(ctx: click.Context, console: Console) -> tuple[list[str], EventSea
     elif contexts is not None:
         names = [item if isinstance(item, str) else str(item.name) for item in contexts]
     else:
-        _fail(console, f"the application from {app_path!r} has no .contexts", USAGE_EXIT)
+        fail(f"the application from {app_path!r} has no .contexts")
     settings = getattr(app, "settings", None)
     if not isinstance(settings, EventSeamSettings):
-        settings = _guard(console, load_settings)
+        settings = _guard(load_settings)
     return names, settings
 
 
-def _guard(console: Console, action: Callable[[], _T]) -> _T:
+def _guard(action: Callable[[], _T]) -> _T:
     """Run ``action``; an unknown context or mode, or invalid settings, exits with status 2."""
     try:
         return action()
     except (UnknownContextError, SettingsError) as exc:
-        _fail(console, str(exc), USAGE_EXIT)
+        fail(str(exc))
     except ValueError as exc:  # pydantic ValidationError from load_settings
-        _fail(console, f"invalid eventseam settings: {exc}", USAGE_EXIT)
+        fail(f"invalid eventseam settings: {exc}")
 
 
 @contextmanager
-def _database(console: Console, url: str, verb: str) -> Iterator[Connection]:
+def _database(url: str, verb: str) -> Iterator[Connection]:
     """A connection in a transaction committed on success; database errors exit with status 1."""
     engine = create_engine(url)
     try:
@@ -197,7 +197,7 @@ def _database(console: Console, url: str, verb: str) -> Iterator[Connection]:
             yield connection
     except SQLAlchemyError as exc:
         shown = make_url(url).render_as_string(hide_password=True)
-        _fail(console, f"cannot {verb} {shown}: {database_error_line(exc)}", DATABASE_EXIT)
+        fail(f"cannot {verb} {shown}: {database_error_line(exc)}", DATABASE_EXIT)
     finally:
         engine.dispose()
 
@@ -208,8 +208,3 @@ def _default_author() -> str:
     except (OSError, KeyError):
         user = "unknown"
     return f"{user}@{socket.gethostname()}"
-
-
-def _fail(console: Console, message: str, status: int) -> NoReturn:
-    console.print(f"[bold red]error:[/] {escape(message)}")
-    raise click.exceptions.Exit(status)

@@ -17,12 +17,11 @@ the broker cannot be read.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import click
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -32,11 +31,12 @@ from engine.errors import ConsumeError, SettingsError, UnknownContextError, data
 from engine.flags import FlagSource
 from engine.parity import ContextParity, HandlerParity, context_parity
 
+from .failure import fail
+
 if TYPE_CHECKING:
     from engine.parity import ParityHost
 
 DIFFERENCE_EXIT = 1
-USAGE_EXIT = 2
 UNREADABLE_EXIT = 3
 #: Output width when stdout is not a terminal (rich would use 80 columns).
 PIPED_WIDTH = 130
@@ -58,15 +58,15 @@ def parity(ctx: click.Context, context: str, as_json: bool, show: int) -> None:
     console = Console(highlight=False)
     if not console.is_terminal:
         console.width = PIPED_WIDTH
-    host = _host(ctx, console)
+    host = _host(ctx)
     try:
         report = anyio.run(_report, host, context, backend="asyncio")
     except (UnknownContextError, SettingsError) as exc:
-        _fail(console, str(exc), USAGE_EXIT)
+        fail(str(exc))
     except ConsumeError as exc:
-        _fail(console, f"cannot read the broker: {exc}", UNREADABLE_EXIT)
+        fail(f"cannot read the broker: {exc}", UNREADABLE_EXIT)
     except SQLAlchemyError as exc:
-        _fail(console, f"cannot read the database: {database_error_line(exc)}", UNREADABLE_EXIT)
+        fail(f"cannot read the database: {database_error_line(exc)}", UNREADABLE_EXIT)
     finally:
         dispose_app(host)
     if as_json:
@@ -86,10 +86,10 @@ async def _report(host: ParityHost, context: str) -> ContextParity:
     return await context_parity(host, context)
 
 
-def _host(ctx: click.Context, console: Console) -> ParityHost:
+def _host(ctx: click.Context) -> ParityHost:
     app = load_app(ctx)
     if not callable(getattr(app, "mode_of", None)):
-        _fail(console, "the application has no mode_of: is it an EventSeam?", USAGE_EXIT)
+        fail("the application has no mode_of: is it an EventSeam?")
     host: ParityHost = app  # type: ignore[assignment]  # checked above: an EventSeam
     return host
 
@@ -170,8 +170,3 @@ def as_dict(report: ContextParity, show: int) -> dict[str, Any]:
             for h in report.handlers
         ],
     }
-
-
-def _fail(console: Console, message: str, status: int) -> NoReturn:
-    console.print(f"[bold red]error:[/] {escape(message)}")
-    raise click.exceptions.Exit(status)

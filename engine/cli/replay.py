@@ -20,9 +20,8 @@ handler, a time that does not parse) or an application that cannot be loaded.
 from __future__ import annotations
 
 import json
-import sys
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 import anyio
 import click
@@ -46,13 +45,14 @@ from engine.errors import (
 from engine.replay import ReplaySummary, Retained, retained_events
 from engine.replay import replay as run_replay
 
+from .failure import fail
+
 if TYPE_CHECKING:
     from engine.redelivery import RedeliveryHost
 
 #: Output width when stdout is not a terminal (rich would use 80 columns).
 PIPED_WIDTH = 120
 FAILED_EXIT = 1
-USAGE_EXIT = 2
 
 
 @click.command()
@@ -219,9 +219,3 @@ def summary_dict(found: Retained, summary: ReplaySummary) -> dict[str, object]:
         ],
         "unreadable": found.unreadable,
     }
-
-
-def fail(message: str, code: int = USAGE_EXIT) -> NoReturn:
-    """Print ``Error: message`` on stderr and exit with ``code``."""
-    click.echo(f"Error: {message}", err=True)
-    sys.exit(code)

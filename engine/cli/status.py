@@ -14,8 +14,7 @@ what failed); 2 when the application cannot be loaded.
 from __future__ import annotations
 
 import json
-import sys
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 import anyio
 import click
@@ -28,13 +27,14 @@ from engine.contexts import ContextMap
 from engine.flags import FlagSource
 from engine.status import collect_status
 
+from .failure import fail
+
 if TYPE_CHECKING:
     from engine.status import ContextStatus, HandlerStatus, Status, StatusHost
 
 #: Output width when stdout is not a terminal (rich would use 80 columns).
 PIPED_WIDTH = 120
 SOURCE_EXIT = 1
-USAGE_EXIT = 2
 
 
 @click.command()
@@ -81,11 +81,11 @@ def load_host(ctx: click.Context) -> StatusHost:
     try:
         app_path, app = app_loader.load_app(ctx)
     except app_loader.AppLoadError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if not isinstance(getattr(app, "contexts", None), ContextMap) or not isinstance(
         getattr(app, "flags", None), FlagSource
     ):
-        _fail(f"the application from {app_path!r} is not an EventSeam (no contexts or flags)")
+        fail(f"the application from {app_path!r} is not an EventSeam (no contexts or flags)")
     host: StatusHost = app  # type: ignore[assignment]  # checked above: an EventSeam
     return host
 
@@ -180,8 +180,3 @@ def _age(seconds: float | None) -> str:
     if hours < 48:
         return f"{hours} h {minutes} min"
     return f"{hours // 24} d {hours % 24} h"
-
-
-def _fail(message: str) -> NoReturn:
-    click.echo(f"Error: {message}", err=True)
-    sys.exit(USAGE_EXIT)

@@ -25,8 +25,7 @@ handler's group per partition; with ``--health-port``, liveness and readiness pr
 from __future__ import annotations
 
 import functools
-import sys
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 import anyio
 import click
@@ -51,6 +50,8 @@ from outbox.errors import KafkaSecurityError, SchemaError
 from outbox.kafka_security import first_security_error
 from outbox.process_tuning import tune_for_worker
 
+from .failure import fail
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -58,8 +59,6 @@ if TYPE_CHECKING:
     from engine.runner import ConsumerRunner, RunnerHost
 
 log = structlog.get_logger(__name__)
-
-USAGE_EXIT = 2
 
 
 @click.command()
@@ -90,21 +89,21 @@ def worker(
     chosen = list(dict.fromkeys(contexts))
     check_contexts(seam, chosen)
     if not seam.settings.kafka.bootstrap_servers:
-        _fail("no Kafka bootstrap servers: set EVENTSEAM_KAFKA__BOOTSTRAP_SERVERS", 1)
+        fail("no Kafka bootstrap servers: set EVENTSEAM_KAFKA__BOOTSTRAP_SERVERS", 1)
     check_schema(seam)
     from engine.runner import ConsumerRunner
 
     try:
         runner = ConsumerRunner(seam, chosen)
     except (SettingsError, KafkaSecurityError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     serve_metrics(metrics_port, metrics_addr)
     probes = serve_health(health_port, health_addr)
     tune_for_worker()
     try:
         anyio.run(serve, runner, probes, backend="asyncio")
     except* KafkaSecurityError as errors:  # a refused certificate: exit, do not retry
-        _fail(str(first_security_error(errors)), 1)
+        fail(str(first_security_error(errors)), 1)
     finally:
         app_loader.dispose_app(seam)
 
@@ -114,14 +113,14 @@ def load_app(ctx: click.Context) -> RunnerHost:
     try:
         app_path, app = app_loader.load_app(ctx)
     except app_loader.AppLoadError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     missing = [
         name
         for name in ("settings", "registry", "session_factory", "publish", "check_publish")
         if not hasattr(app, name)
     ]
     if missing or not isinstance(getattr(app, "contexts", None), ContextMap):
-        _fail(
+        fail(
             f"the application from {app_path!r} is not an EventSeam "
             f"(missing {missing or 'contexts'})"
         )
@@ -135,10 +134,10 @@ def check_contexts(seam: RunnerHost, contexts: Sequence[str]) -> None:
         try:
             context = seam.contexts[name]
         except UnknownContextError as exc:
-            _fail(str(exc))
+            fail(str(exc))
         mode = seam.settings.mode_of(name)
         if context.owns and mode is not Mode.BROKER:
-            _fail(
+            fail(
                 f"context {name!r} is in {mode.value} mode: this worker runs no in-memory bus, so "
                 "the events its handlers publish must go through the outbox only; "
                 f"set EVENTSEAM_CONTEXTS__{name.upper()}=broker"
@@ -158,7 +157,7 @@ def check_schema(seam: RunnerHost) -> None:
         migrate.require_schema(bind)
     except SchemaError as exc:
         app_loader.dispose_app(seam)
-        _fail(str(exc))
+        fail(str(exc))
 
 
 async def serve(runner: ConsumerRunner, health: Health | None = None) -> None:
@@ -175,8 +174,3 @@ async def serve(runner: ConsumerRunner, health: Health | None = None) -> None:
             group.start_soon(health.heartbeat)
         await runner.run()
         group.cancel_scope.cancel()
-
-
-def _fail(message: str, code: int = USAGE_EXIT) -> NoReturn:
-    click.echo(f"Error: {message}", err=True)
-    sys.exit(code)

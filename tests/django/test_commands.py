@@ -61,7 +61,7 @@ def test_flags_unknown_context_fails_with_the_cli_status(
     with pytest.raises(CommandError) as caught:
         call_command("eventseam_flags", "set", "nope", "dual")
     assert caught.value.returncode == 2
-    assert "unknown context 'nope'" in capsys.readouterr().out
+    assert "unknown context 'nope'" in capsys.readouterr().err
     assert flag_rows(sqlite_alias) == []
 
 
@@ -190,3 +190,24 @@ def test_status_reports_the_backlog_of_the_django_database(
     report = capsys.readouterr().out
     assert '"billing"' in report
     assert '"backlog": 1' in report
+
+
+def test_operator_commands_run_on_the_project(
+    sqlite_alias: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """eventseam_contexts, _acl, _dlq and _replay load this project's contexts, settings and
+    database; eventseam_parity says it needs Kafka with the CLI's exit status."""
+    call_command("eventseam_contexts", "--no-flags")
+    table = capsys.readouterr().out
+    assert all(name in table for name in ("orders", "audit", "billing"))
+    call_command("eventseam_acl", "--json")
+    resources = {rule["resource"] for rule in json.loads(capsys.readouterr().out)}
+    assert {"eventseam.orders", "eventseam.billing"} <= resources
+    call_command("eventseam_dlq", "list", "--no-kafka")
+    assert "no dead letters" in capsys.readouterr().out
+    call_command("eventseam_replay", "--context", "audit", "--since", "1h", "--dry-run", "--json")
+    assert json.loads(capsys.readouterr().out)["context"] == "audit"
+    with pytest.raises(CommandError) as refused:
+        call_command("eventseam_parity", "--context", "orders")
+    assert refused.value.returncode == 2
+    assert "parity reads Kafka" in capsys.readouterr().err

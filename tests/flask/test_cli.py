@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import select
 
-from engine.integrations.flask import get_state
+from engine.integrations.flask import get_state, transaction
 from outbox.flag_table import flags as flag_table
-from tests.flask.shop import db
+from tests.flask.shop import Order, OrderPlaced, db
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from flask import Flask
     from flask.testing import FlaskCliRunner
 
@@ -106,8 +109,53 @@ def test_worker_refuses_an_unknown_context(runner: FlaskCliRunner) -> None:
 
 
 def test_group_lists_the_commands(runner: FlaskCliRunner) -> None:
-    """`flask eventseam --help` lists the wrapped commands."""
+    """`flask eventseam --help` lists every command, the operator's included."""
     result = runner.invoke(args=["eventseam", "--help"])
     assert result.exit_code == 0
-    for name in ("config", "db", "flags", "outbox", "relay", "worker"):
-        assert name in result.output
+    listed = {line.split()[0] for line in result.output.split("Commands:")[1].splitlines() if line}
+    assert listed == {
+        "acl",
+        "check",
+        "config",
+        "contexts",
+        "contracts",
+        "db",
+        "dlq",
+        "flags",
+        "inbox",
+        "outbox",
+        "parity",
+        "relay",
+        "replay",
+        "status",
+        "worker",
+    }
+
+
+def test_status_counts_the_apps_outbox_backlog(make_app: Callable[..., Flask]) -> None:
+    """`flask eventseam status` reads the app's contexts and settings and Flask-SQLAlchemy's
+    database: the event published in broker mode waits there for the relay."""
+    app = make_app(EVENTSEAM_CONTEXTS={"orders": "broker"})
+    with app.app_context(), transaction() as tx:
+        tx.session.add(Order(id="S1"))
+        tx.publish(OrderPlaced(aggregate_id="S1", order_id="S1"))
+    result = app.test_cli_runner().invoke(args=["eventseam", "status", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    backlog = {row["name"]: (row["mode"], row["backlog"]) for row in report["contexts"]}
+    assert backlog == {
+        "orders": ("broker", 1),
+        "billing": ("local", 0),
+        "audit": ("local", 0),
+    }
+
+
+def test_dlq_and_replay_run_on_the_app(runner: FlaskCliRunner) -> None:
+    """`flask eventseam dlq` and `replay` load the app's EventSeam: nothing dead, nothing to replay."""
+    letters = runner.invoke(args=["eventseam", "dlq", "list", "--no-kafka"])
+    assert letters.exit_code == 0, letters.output
+    assert "no dead letters" in letters.output
+    dry_run = ["replay", "--context", "audit", "--since", "1h", "--dry-run", "--json"]
+    replayed = runner.invoke(args=["eventseam", *dry_run])
+    assert replayed.exit_code == 0, replayed.output
+    assert json.loads(replayed.output)["context"] == "audit"

@@ -191,6 +191,4 @@ def _stop_all_at_exit() -> None:
         try:
             holder.reset()
         except Exception as exc:  # exit goes on whatever happens; say what was lost
-            _log.error(
-                "integration.stop_failed", integration=holder.name, error=repr(exc)
-            )
+            _log.error("integration.stop_failed", integration=holder.name, error=repr(exc))

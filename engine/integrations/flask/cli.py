@@ -6,7 +6,13 @@
     flask eventseam relay                 outbox -> Kafka until SIGTERM/SIGINT
     flask eventseam worker --context X    run X's handlers from Kafka (a detached context)
     flask eventseam outbox parked ...     rows the relay gave up on
-    flask eventseam check                 context import boundaries
+    flask eventseam status                each context's mode, backlog, dead letters, lag
+    flask eventseam parity --context X    local path vs Kafka path of a dual context
+    flask eventseam dlq ...               dead letters: list, show, replay, discard
+    flask eventseam replay ...            retained events re-delivered to a context's handlers
+    flask eventseam inbox purge           inbox rows past the retention window
+    flask eventseam contexts | contracts | acl | check
+                                          module map, event contracts, Kafka ACLs, boundaries
 
 ``init_app`` adds the group to ``app.cli``. The commands are the ``eventseam`` CLI's own click
 commands (imported when used); the group hands them this app: its EventSeam as the application
@@ -50,10 +56,18 @@ APP_PATH: Final = "engine.integrations.flask.cli:app_seam"
 ENGINE_COMMANDS: Final[dict[str, str]] = {
     name: target
     for name, target in {
+        "acl": "engine.cli.acl:acl",
         "check": "engine.cli.check:check",
+        "contexts": "engine.cli.contexts:contexts",
+        "contracts": "engine.cli.contracts:contracts",
         "db": "engine.cli.db:db",
+        "dlq": "engine.cli.dlq:dlq",
         "flags": "engine.cli.flags:flags",
+        "inbox": "engine.cli.inbox:inbox",
         "outbox": "engine.cli.outbox:outbox",
+        "parity": "engine.cli.parity:parity",
+        "replay": "engine.cli.replay:replay",
+        "status": "engine.cli.status:status",
         "worker": "engine.cli.worker:worker",
     }.items()
     if importlib.util.find_spec(target.partition(":")[0]) is not None
@@ -66,6 +80,7 @@ _URL_COMMANDS: Final = (
     ("outbox", "parked", "list"),
     ("outbox", "parked", "retry"),
     ("outbox", "parked", "discard"),
+    ("inbox", "purge"),
 )
 INVALID_SETTINGS_EXIT: Final = 2
 
