@@ -108,7 +108,7 @@ class BoundedContext:
                     event_types=tuple(event_types),
                     function=function,
                     is_async=inspect.iscoroutinefunction(function),
-                    takes_context=_positional_count(function) >= 2,
+                    takes_context=_takes_context(full_name, function),
                 )
             )
             return function
@@ -125,12 +125,21 @@ class BoundedContext:
             raise SubscriptionError(self.name, handler, event_type.event_name)
 
 
-def _positional_count(function: Callable[..., Any]) -> int:
+def _takes_context(handler: str, function: Callable[..., Any]) -> bool:
+    """True for ``(event, ctx)``, False for ``(event)``; HandlerError for any other signature
+    (it would fail on every event, not at start-up)."""
     parameters = inspect.signature(function).parameters.values()
     kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters):
-        return 2
-    return sum(1 for p in parameters if p.kind in kinds)
+        return True
+    positional = [p for p in parameters if p.kind in kinds]
+    required = [p for p in parameters if p.default is p.empty and p.kind is not p.VAR_KEYWORD]
+    if not positional or len(required) > 2 or len(required) > len(positional):
+        raise HandlerError(
+            f"handler {handler!r} must take (event) or (event, ctx); "
+            f"{getattr(function, '__qualname__', function)!r} takes ({', '.join(p.name for p in parameters)})"
+        )
+    return len(positional) >= 2
 
 
 class ContextMap:

@@ -6,11 +6,13 @@ skip with a loud reason; in CI (``CI=true``) it makes them fail.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from typing import TYPE_CHECKING
 
 import pytest
+import structlog
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import OperationalError
@@ -26,6 +28,20 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 def anyio_backend() -> str:
     """The engine runs on asyncio (aiokafka is asyncio-only)."""
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Undo what a command run in-process set up for "its process" (engine.cli.logging):
+    structlog's configuration and the root logging handler, both writing to this test's
+    output streams, which close with it (a later test's log line would fail on them)."""
+    yield
+    structlog.reset_defaults()
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_eventseam_handler", False):
+            root.removeHandler(handler)
+            root.setLevel(logging.WARNING)
 
 
 def require_service(name: str, reason: str) -> None:

@@ -18,18 +18,14 @@ if TYPE_CHECKING:
 
 @pytest.fixture
 def stderr(capsys: pytest.CaptureFixture[str]) -> Iterator[pytest.CaptureFixture[str]]:
-    """The captured stderr (capsys); the root logger and structlog restored afterwards."""
+    """The captured stderr (capsys); the root handlers ``bare_root`` removed are put back (the
+    suite's ``_restore_logging`` removes configure_logging's own and resets structlog)."""
     root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
+    handlers = list(root.handlers)
     yield capsys
-    for handler in list(root.handlers):
-        if getattr(handler, "_eventseam_handler", False):
-            root.removeHandler(handler)
     for handler in handlers:
         if handler not in root.handlers:
             root.addHandler(handler)
-    root.setLevel(level)
-    structlog.reset_defaults()
 
 
 def bare_root() -> None:

@@ -124,6 +124,37 @@ def test_handler_needs_an_event_type() -> None:
         BoundedContext("inventory").handler(name="nothing")
 
 
+def _three(event: OrderPlaced, ctx: object, extra: int) -> None: ...
+
+
+def _none() -> None: ...
+
+
+def _keyword_only(*, event: OrderPlaced) -> None: ...
+
+
+def _required_flag(event: OrderPlaced, *, flag: bool) -> None: ...
+
+
+@pytest.mark.parametrize("function", [_three, _none, _keyword_only, _required_flag])
+def test_a_handler_that_cannot_be_called_with_the_event_is_refused(function: object) -> None:
+    """Only (event) and (event, ctx) can be called by the engine: anything else is refused when
+    declared, naming the handler and the parameters, not dead-lettered event after event."""
+    with pytest.raises(HandlerError, match=r"must take \(event\) or \(event, ctx\)"):
+        BoundedContext("inventory").handler(OrderPlaced, name="reserve")(function)  # type: ignore[type-var]
+
+
+def test_optional_extra_parameters_are_accepted() -> None:
+    """Parameters with defaults do not count: (event, ctx=None) takes the context."""
+
+    def with_default(event: OrderPlaced, ctx: object = None, *, verbose: bool = False) -> None:
+        return None
+
+    inventory = BoundedContext("inventory")
+    inventory.handler(OrderPlaced, name="reserve")(with_default)
+    assert inventory.handlers[0].takes_context
+
+
 def test_context_map_lookup_and_ownership() -> None:
     """The map finds contexts by name and owners by event type."""
     orders = BoundedContext("orders", owns=[OrderPlaced, OrderCancelled])
