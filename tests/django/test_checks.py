@@ -196,3 +196,19 @@ def test_middlewares_are_imported_in_order() -> None:
             engine = engine_of(worker)
             assert engine is not None
             engine.dispose()
+
+
+def test_a_subscription_nobody_owns_is_a_warning() -> None:
+    """Without orders (the owner of shop.OrderPlaced), audit's handlers of it never run: W003
+    names each, and nothing else is reported."""
+    found = messages(
+        bounded_contexts=["tests.django.shop.events:audit", "tests.django.shop.events:billing"]
+    )
+    assert {message.id for message in found} == {"eventseam.W003"}
+    named = sorted(message.msg.split("'")[1] for message in found)
+    assert named == [
+        "audit.count_orders_with_session_on_order_placed",
+        "audit.record_order_placed",
+        "audit.store_audit_copy_on_order_placed",
+    ]
+    assert all("shop.OrderPlaced, which no context of settings.EVENTSEAM" in m.msg for m in found)

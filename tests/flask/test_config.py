@@ -10,9 +10,10 @@ from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 
 from engine.integrations.flask import FlaskConfigError, FlaskEventSeam, get_seam, get_state
+from engine.integrations.flask.config import diagnose
 from engine.modes import Mode
 from tests.flask.conftest import dispose, new_app
-from tests.flask.shop import CONTEXTS
+from tests.flask.shop import CONTEXTS, audit, billing
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -115,11 +116,30 @@ def test_misspelled_mode_and_unknown_context_are_errors(url: str) -> None:
 def test_contexts_are_required_once(url: str) -> None:
     """No bounded contexts, unusable ones, or contexts given twice fail init_app (E003)."""
     assert "E003" in problems_of(url, contexts=None)
-    assert "is not usable" in problems_of(
+    unusable = problems_of(
         url, contexts=None, EVENTSEAM_BOUNDED_CONTEXTS=["tests.flask.shop:RECEIVED"]
     )
+    assert "app.config['EVENTSEAM_BOUNDED_CONTEXTS'] entry 'tests.flask.shop:RECEIVED'" in unusable
+    assert "is not usable" in unusable
     twice = problems_of(url, EVENTSEAM_BOUNDED_CONTEXTS=["tests.flask.shop:orders"])
     assert "given twice" in twice
+
+
+def test_a_subscription_nobody_owns_is_a_warning(url: str) -> None:
+    """Without orders (the owner of OrderPlaced), billing's and audit's handlers of it never run:
+    W003 names each one; the app still starts."""
+    found, problems = diagnose({}, contexts=[billing, audit], default_url=url)
+    assert found is not None
+    warnings = [str(problem) for problem in problems if problem.code == "W003"]
+    assert warnings == [
+        f"W003 handler {name!r} subscribes to flaskshop.OrderPlaced, which no context of "
+        "app.config['EVENTSEAM_BOUNDED_CONTEXTS'] owns: it never runs (hint: add the context "
+        "that owns flaskshop.OrderPlaced to app.config['EVENTSEAM_BOUNDED_CONTEXTS'], or drop "
+        "the subscription)"
+        for name in ("billing.issue_invoice_on_order_placed", "audit.record_on_shop_event")
+    ]
+    _, complete = diagnose({}, contexts=list(CONTEXTS), default_url=url)
+    assert not [problem for problem in complete if problem.code == "W003"]
 
 
 def test_flask_sqlalchemy_is_required() -> None:

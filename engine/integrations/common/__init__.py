@@ -21,6 +21,7 @@ from .config import load_with_problems as load_with_problems
 from .config import middleware_problems as middleware_problems
 from .config import unknown_context_problems as unknown_context_problems
 from .config import unknown_key_problems as unknown_key_problems
+from .config import unowned_subscription_problems as unowned_subscription_problems
 from .config import validation_problems as validation_problems
 from .process import SQLITE_BUSY_TIMEOUT_SECONDS as SQLITE_BUSY_TIMEOUT_SECONDS
 from .process import ProcessSeam as ProcessSeam
@@ -44,5 +45,6 @@ __all__ = [
     "middleware_problems",
     "unknown_context_problems",
     "unknown_key_problems",
+    "unowned_subscription_problems",
     "validation_problems",
 ]

@@ -1,10 +1,10 @@
 """Framework settings, read and explained: what Django's system checks and Flask's start-up share.
 
 ``import_context`` resolves ``"module:attribute"`` to a BoundedContext, ``import_middleware`` to
-a handler middleware. The ``*_problems``
-functions say what is wrong with a framework's eventseam settings as Problems (code, message,
-hint), spelled the framework's way (``Spelling``): Django turns them into system checks, Flask
-into ``flask eventseam config check`` lines and a FlaskConfigError.
+a handler middleware. The ``*_problems`` functions say what is wrong with a framework's eventseam
+settings as Problems (code, message, hint), spelled the framework's way (``Spelling``): Django
+turns them into system checks, Flask into ``flask eventseam config check`` lines and a
+FlaskConfigError.
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+#: The framework-only setting listing the bounded contexts (spelled by each Spelling).
+CONTEXTS_KEY = "bounded_contexts"
+
 __all__ = [
     "Problem",
     "Spelling",
@@ -42,6 +45,7 @@ __all__ = [
     "middleware_problems",
     "unknown_context_problems",
     "unknown_key_problems",
+    "unowned_subscription_problems",
     "validation_problems",
 ]
 
@@ -94,8 +98,8 @@ class Problem:
     ``code`` is ``E0xx`` (the settings cannot be used) or ``W0xx`` (they can, but look wrong):
     E002 unknown key, E003 unusable bounded contexts, E005 misspelled mode, E006 invalid value,
     E007 a setting names an unknown context, E008 the EventSeam cannot be built, E009 unusable
-    middlewares, W001 an
-    ``EVENTSEAM_*`` environment variable no setting reads. Integrations add their own codes.
+    middlewares, W001 an ``EVENTSEAM_*`` environment variable no setting reads, W003 a handler
+    subscribed to an event no context owns. Integrations add their own codes.
     """
 
     code: str
@@ -120,13 +124,12 @@ class Spelling:
     """How a framework names eventseam settings in messages.
 
     ``owner`` holds them (``settings.EVENTSEAM``, ``app.config``); ``key`` spells a top-level
-    setting there (``kafka`` / ``EVENTSEAM_KAFKA``); ``contexts_from`` says where the bounded
-    contexts come from.
+    setting there (``kafka`` / ``EVENTSEAM_KAFKA``), the bounded contexts' list included
+    (``bounded_contexts`` / ``EVENTSEAM_BOUNDED_CONTEXTS``).
     """
 
     owner: str
     key: Callable[[str], str] = _identity
-    contexts_from: str = "bounded_contexts"
 
     def path(self, loc: Sequence[object]) -> str:
         """``('contexts', 'orders')`` -> ``['contexts']['orders']`` (top-level key spelled)."""
@@ -198,7 +201,7 @@ def context_problems(
 ) -> tuple[list[BoundedContext], list[Problem]]:
     """The bounded contexts ``value`` lists, and E003 for a missing list or an unusable entry."""
     hint = "list the BoundedContext objects as 'module:attribute', e.g. ['myproject.orders:orders']"
-    where = spelling.where((spelling.contexts_from,))
+    where = spelling.where((CONTEXTS_KEY,))
     if not isinstance(value, list | tuple) or not value:
         return [], [Problem("E003", f"{where} must be a non-empty list", hint)]
     return _imported(value, import_context, Problem("E003", where, hint))
@@ -272,11 +275,33 @@ def unknown_context_problems(
         Problem(
             "E007",
             f"{spelling.where((section,))} names unknown context {name!r}",
-            did_you_mean(name, known, f"contexts (from {spelling.contexts_from})"),
+            did_you_mean(name, known, f"contexts (from {spelling.key(CONTEXTS_KEY)})"),
         )
         for section in ("contexts", "topics")
         for name in getattr(settings, section)
         if name not in known
+    ]
+
+
+def unowned_subscription_problems(
+    contexts: Sequence[BoundedContext], spelling: Spelling
+) -> list[Problem]:
+    """W003 for each subscription to an event type none of ``contexts`` owns: nothing in this
+    application may publish it, so the handler never runs (the consumer runner refuses it)."""
+    owned = {event_type for context in contexts for event_type in context.owns}
+    where = spelling.where((CONTEXTS_KEY,))
+    return [
+        Problem(
+            "W003",
+            f"handler {spec.name!r} subscribes to {event_type.event_name}, which no context of "
+            f"{where} owns: it never runs",
+            f"add the context that owns {event_type.event_name} to {where}, or drop the "
+            "subscription",
+        )
+        for context in contexts
+        for spec in context.handlers
+        for event_type in spec.event_types
+        if event_type not in owned
     ]
 
 

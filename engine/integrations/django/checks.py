@@ -13,8 +13,9 @@ Errors (ids ``eventseam.E0xx``) name the key at fault and hint at the fix:
     E009 middlewares is not a list, or an entry cannot be imported as a callable
 
 Warnings: ``eventseam.W001`` EVENTSEAM_* environment variables that no setting reads;
-``eventseam.W002`` no ``database_url`` set and none derivable from DATABASES (in-memory SQLite).
-E002, E003 and E005 to E009 and W001 are worked out by engine.integrations.common, which the
+``eventseam.W002`` no ``database_url`` set and none derivable from DATABASES (in-memory SQLite);
+``eventseam.W003`` a handler subscribed to an event type no listed context owns (it never runs).
+E002, E003, E005 to E009, W001 and W003 are worked out by engine.integrations.common, which the
 Flask integration shares; E001, E004 and W002 are Django's own.
 """
 
@@ -35,6 +36,7 @@ from engine.integrations.common import (
     middleware_problems,
     unknown_context_problems,
     unknown_key_problems,
+    unowned_subscription_problems,
 )
 
 from .conf import (
@@ -81,7 +83,8 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
             messages += _messages(build_problems(settings, contexts, SPELLING))
     if settings is not None and not messages:
         messages += _database_url(settings, raw.get("database", DEFAULT_DATABASE))
-    return messages + _messages(env_problems())
+    unowned = unowned_subscription_problems(contexts, SPELLING)
+    return messages + _messages(unowned) + _messages(env_problems())
 
 
 def _messages(problems: Iterable[Problem]) -> list[CheckMessage]:

@@ -29,6 +29,7 @@ from engine.integrations.common import (
     load_with_problems,
     unknown_context_problems,
     unknown_key_problems,
+    unowned_subscription_problems,
 )
 
 if TYPE_CHECKING:
@@ -43,11 +44,7 @@ PREFIX: Final = "EVENTSEAM_"
 #: Settings read by the Flask integration itself (not passed to EventSeamSettings).
 FLASK_KEYS: Final = ("bounded_contexts",)
 #: How messages name the keys: ``app.config['EVENTSEAM_CONTEXTS']['orders']``.
-SPELLING: Final = Spelling(
-    owner="app.config",
-    key=lambda name: PREFIX + name.upper(),
-    contexts_from="EVENTSEAM_BOUNDED_CONTEXTS",
-)
+SPELLING: Final = Spelling(owner="app.config", key=lambda name: PREFIX + name.upper())
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +108,8 @@ def diagnose(
     if settings is None or context_errors:
         return None, problems + env_problems()
     problems += unknown_context_problems(settings, found, SPELLING)
-    if not problems:
+    problems += unowned_subscription_problems(found, SPELLING)
+    if not any(problem.is_error for problem in problems):
         problems += build_problems(settings, found, SPELLING)
     derived = "database_url" not in settings.model_fields_set and default_url is not None
     if derived:
