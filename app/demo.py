@@ -341,7 +341,7 @@ async def run_demo(orders: int, database: Path, console: Console, path: str | No
     side: KafkaSide | None = None
     if path != LOCAL:
         try:
-            side = KafkaSide.connect(database)
+            side = await KafkaSide.connect(database)
         except BrokerUnavailableError as exc:
             if path == FULL:
                 console.print(f"[red]The demo cannot walk the full path:[/] {exc}")

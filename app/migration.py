@@ -1,6 +1,6 @@
 """The demo's broker side: Kafka, the relay, the routing flags and the detached shipping worker.
 
-    side = KafkaSide.connect(database)        # EVENTSEAM_KAFKA__BOOTSTRAP_SERVERS, else the bundled broker
+    side = await KafkaSide.connect(database)  # EVENTSEAM_KAFKA__BOOTSTRAP_SERVERS, else the bundled broker
     settings = side.settings()                # the monolith's settings (per-run topic and group prefix)
     await side.flip(seam, "orders", Mode.DUAL)  # what `eventseam flags set orders dual` does
     side.start_worker("shipping")             # `eventseam worker --context shipping`, a subprocess
@@ -12,6 +12,7 @@ demo the events of an earlier run (the demo's database is recreated on every run
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -29,7 +30,7 @@ from sqlalchemy import func, select
 
 from engine.broker_view import BrokerView
 from engine.errors import ConsumeError
-from engine.settings import EventSeamSettings, load_settings
+from engine.settings import EventSeamSettings, KafkaSettings, load_settings
 from outbox.bundled_broker import BrokerStartError, BundledBroker
 from outbox.inbox_table import inbox
 from outbox.table import Status, outbox
@@ -43,10 +44,31 @@ CONTEXTS = ("orders", "payments", "shipping")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: How long a step may take to settle before the demo reports what it found.
 SETTLE_TIMEOUT = 60.0
+#: How long EVENTSEAM_KAFKA__BOOTSTRAP_SERVERS may take to answer before the demo gives up on it.
+PROBE_SECONDS = 10.0
 
 
 class BrokerUnavailableError(RuntimeError):
     """Raised by KafkaSide.connect when neither given bootstrap servers nor the bundled broker can be used."""
+
+
+async def _answers(kafka: KafkaSettings) -> None:
+    """Return once the brokers at ``kafka.bootstrap_servers`` answer a metadata request."""
+    from outbox.errors import PublishError
+    from outbox.kafka import KafkaTopicAdmin  # the kafka extra: imported once it is known there
+
+    admin = KafkaTopicAdmin(kafka)
+    try:
+        with anyio.fail_after(PROBE_SECONDS):
+            await admin.start()
+    except (TimeoutError, PublishError) as exc:
+        reason = str(exc) or f"no answer within {PROBE_SECONDS:g} s"
+        raise BrokerUnavailableError(
+            f"Kafka at {kafka.bootstrap_servers} does not answer ({reason}); start it, or unset "
+            "EVENTSEAM_KAFKA__BOOTSTRAP_SERVERS for the bundled broker"
+        ) from exc
+    finally:
+        await admin.aclose()
 
 
 def kafka_installed() -> bool:
@@ -66,21 +88,26 @@ class KafkaSide:
     worker_log: Path | None = None
 
     @classmethod
-    def connect(cls, database: Path) -> KafkaSide:
-        """Use EVENTSEAM_KAFKA__BOOTSTRAP_SERVERS, else start the bundled broker (memory only)."""
+    async def connect(cls, database: Path) -> KafkaSide:
+        """Use EVENTSEAM_KAFKA__BOOTSTRAP_SERVERS once it answers (BrokerUnavailableError after
+        PROBE_SECONDS), else start the bundled broker (memory only)."""
         if not kafka_installed():
             raise BrokerUnavailableError(
                 "the kafka extra is not installed: pip install -e '.[dev]'"
             )
-        given = load_settings().kafka.bootstrap_servers
-        if given:
-            return cls(database.resolve(), given, None)
+        kafka = load_settings().kafka
+        if kafka.bootstrap_servers:
+            await _answers(kafka)
+            return cls(database, kafka.bootstrap_servers, None)
         broker = BundledBroker()
         try:
-            broker.start(timeout=30)
+            await anyio.to_thread.run_sync(functools.partial(broker.start, timeout=30))
         except BrokerStartError as exc:
             raise BrokerUnavailableError(str(exc)) from exc
-        return cls(database.resolve(), broker.bootstrap_servers, broker)
+        return cls(database, broker.bootstrap_servers, broker)
+
+    def __post_init__(self) -> None:
+        self.database = self.database.resolve()  # absolute: the worker runs in REPO_ROOT
 
     @property
     def description(self) -> str:

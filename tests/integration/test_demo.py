@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 import subprocess
 import sys
 from functools import partial
@@ -322,3 +323,22 @@ async def test_a_checkout_and_its_cancel_commit_together_or_not_at_all(demo: Dem
         await demo.seam.aclose()
     assert set(read_states(demo.seam)) == {"order-y"}
     assert [e.event_type for e in read_events(demo.seam)].count("orders.OrderPlaced") == 1
+
+
+@pytest.mark.anyio
+async def test_kafka_that_does_not_answer_is_named_not_waited_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EVENTSEAM_KAFKA__BOOTSTRAP_SERVERS pointing at nothing: the full path exits 2 naming it,
+    the default path says so and walks the local path (it retried forever before)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        nowhere = f"127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.setenv("EVENTSEAM_KAFKA__BOOTSTRAP_SERVERS", nowhere)
+    output = io.StringIO()
+    console = Console(file=output, width=300)
+    assert await run_demo(3, tmp_path / "full.db", console, "full") == 2
+    assert f"Kafka at {nowhere} does not answer" in output.getvalue()
+    output.truncate(0)
+    assert await run_demo(3, tmp_path / "default.db", console) == 0
+    assert "the demo walks the local path only" in output.getvalue()
