@@ -6,7 +6,9 @@
 It builds the application with ``app.bootstrap`` on a fresh SQLite file (the outbox included)
 and goes through STEPS, one slice of the orders per step. The full path needs Kafka:
 EVENTSEAM_KAFKA__BOOTSTRAP_SERVERS, else the bundled broker of the kafka extra, which the demo
-starts itself (app.migration). Without either, the demo walks the local path and says so.
+starts itself (app.migration). Without either (the named Kafka does not answer within
+app.migration.PROBE_SECONDS, or the bundled broker does not start), the demo walks the local
+path and says so.
 
 1. Every context ``local``: events travel on the in-memory bus.
 2. ``orders`` ``dual``: its events travel on the bus and through outbox -> relay -> Kafka. The
