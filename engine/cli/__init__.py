@@ -5,6 +5,11 @@ from __future__ import annotations
 import importlib
 
 import click
+from click.core import ParameterSource
+
+#: ``ctx.obj`` key: true when the command runs for an application (framework integrations, or
+#: ``--app`` given on purpose): engine.cli.app_loader.command_settings reads its settings then.
+APP_SETTINGS = "app_settings"
 
 #: command name -> "module:attribute" of its click command or group.
 COMMANDS: dict[str, str] = {
@@ -63,3 +68,6 @@ def main(ctx: click.Context, app_path: str) -> None:
     """eventseam: in-process events, a transactional outbox and a relay to Kafka."""
     ctx.ensure_object(dict)
     ctx.obj["app_path"] = app_path
+    # The database-only commands (inbox purge, erase, keys) read the settings of an application
+    # named on purpose (--app, EVENTSEAM_APP), never of the default example's.
+    ctx.obj[APP_SETTINGS] = ctx.get_parameter_source("app_path") is not ParameterSource.DEFAULT

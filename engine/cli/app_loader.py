@@ -12,13 +12,15 @@ from __future__ import annotations
 import importlib
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import click
 from pydantic import ValidationError
 from sqlalchemy import Engine
 
-if TYPE_CHECKING:
-    import click
+from engine.settings import EventSeamSettings
+
+from . import APP_SETTINGS
+from .options import settings_or_fail
 
 #: The message when ``eventseam --app`` names nothing.
 NO_APP = "no application: pass `eventseam --app module:function`"
@@ -65,6 +67,28 @@ def load_app(
         return app_path, factory()
     except caught as exc:
         raise AppLoadError(_cannot_load(app_path, exc), app_path) from exc
+
+
+def command_settings(ctx: click.Context) -> EventSeamSettings:
+    """The settings of the application when the command runs for one, else of the environment.
+
+    For the commands that need only the database and settings (``inbox purge``, ``erase``,
+    ``keys``): under ``flask eventseam``, ``manage.py`` or an application named on purpose
+    (``--app``, ``EVENTSEAM_APP``), that application's settings (its ``database_url``, its
+    retention windows, its master key); otherwise ``EVENTSEAM_*`` and ``eventseam.toml``. An
+    application that cannot be loaded is a ClickException.
+    """
+    if not (isinstance(ctx.obj, dict) and ctx.obj.get(APP_SETTINGS)):
+        return settings_or_fail()
+    try:
+        app_path, app = load_app(ctx)
+    except AppLoadError as exc:
+        raise click.ClickException(str(exc)) from exc
+    dispose_app(app)  # only its settings are used
+    settings = getattr(app, "settings", None)
+    if not isinstance(settings, EventSeamSettings):
+        raise click.ClickException(f"the application from {app_path!r} has no .settings")
+    return settings
 
 
 def app_engine(app: object) -> Engine | None:

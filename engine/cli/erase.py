@@ -4,7 +4,8 @@
 
 After ``erase``, every sealed personal-data value of the subject (outbox, Kafka, dead letters)
 opens as ``Erased``; the events' other fields stay readable. It needs only the database (not
-the master key): ``--database-url`` or the settings' ``database_url``. Key rotation and key
+the master key): ``--database-url``, else the ``database_url`` of the application's settings
+(``flask eventseam``, ``manage.py eventseam_erase``) or of the environment's. Key rotation and key
 versions: ``eventseam keys`` (engine.cli.keys). Exit status: 0 on success, 1 when the database
 cannot be used.
 """
@@ -18,9 +19,9 @@ import click
 from sqlalchemy import create_engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from engine.cli.app_loader import command_settings
 from engine.crypto_keys import erase_subject
 from engine.errors import SCHEMA_HINT, schema_missing
-from engine.settings import load_settings
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -35,10 +36,10 @@ database_option = click.option(
 
 
 @contextmanager
-def transaction(database_url: str | None) -> Iterator[Connection]:
-    """One committed transaction on the eventseam database; click errors for database failures."""
-    url = database_url or load_settings().database_url
-    engine = create_engine(url)
+def transaction(ctx: click.Context, database_url: str | None) -> Iterator[Connection]:
+    """One committed transaction on the eventseam database (``database_url``, else the
+    application's or the environment's setting); click errors for database failures."""
+    engine = create_engine(database_url or command_settings(ctx).database_url)
     try:
         with engine.begin() as connection:
             yield connection
@@ -60,9 +61,10 @@ def transaction(database_url: str | None) -> Iterator[Connection]:
     help="data subject to erase (e.g. a customer id); repeat for several",
 )
 @database_option
-def erase(subjects: tuple[str, ...], database_url: str | None) -> None:
+@click.pass_context
+def erase(ctx: click.Context, subjects: tuple[str, ...], database_url: str | None) -> None:
     """Crypto-shred data subjects: their personal-data fields become unreadable everywhere."""
-    with transaction(database_url) as connection:
+    with transaction(ctx, database_url) as connection:
         shredded = {subject: erase_subject(connection, subject) for subject in subjects}
     for subject, count in shredded.items():
         if count:

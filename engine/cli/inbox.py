@@ -8,7 +8,8 @@ The runner's dead-letter marks (engine.dead_letter_marks) share the inbox's wind
 its rows. A running relay does this on its own (outbox.retention); the command is for deployments that run
 no relay (every context local) and for a one-off clean-up, from cron for example. Each batch
 commits on its own, so the table is never locked for long. The database is ``--url``, else the
-``database_url`` setting. Exit status 1 (with a message) when the database fails.
+``database_url`` setting; the settings are the application's (``flask eventseam``,
+``manage.py eventseam_inbox``) or, without one to load, the environment's. Exit status 1 (with a message) when the database fails.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from sqlalchemy import create_engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from engine import inbox as inbox_rows
-from engine.cli.options import settings_or_fail, url_option
+from engine.cli.app_loader import command_settings
+from engine.cli.options import url_option
 from engine.errors import database_error_line
 from engine.expiry import delete_in_batches
 
@@ -43,9 +45,10 @@ def inbox() -> None:
     "8601 time. Default: inbox.retention_seconds ago.",
 )
 @click.option("--batch", type=click.IntRange(min=1), default=None, help="Rows per statement.")
-def purge(url: str | None, cutoff: datetime | None, batch: int | None) -> None:
+@click.pass_context
+def purge(ctx: click.Context, url: str | None, cutoff: datetime | None, batch: int | None) -> None:
     """Delete inbox rows and dead-letter marks older than the retention window; print how many."""
-    settings = settings_or_fail()
+    settings = command_settings(ctx)
     now = datetime.now(UTC)
     if cutoff is None:
         cutoff = now - timedelta(seconds=settings.inbox.retention_seconds)

@@ -4,8 +4,9 @@
     eventseam keys rotate --subject customer-42              new key version for new values
     eventseam keys show --subject customer-42                key versions and which are shredded
 
-``rotate`` needs the master key (settings); ``show`` only the database (``--database-url`` or
-the settings' ``database_url``). Exit status: 0 on success, 1 when the database or the master
+``rotate`` needs the master key, ``show`` only the database (``--database-url``, else the
+setting): both from the application's settings (``flask eventseam``, ``manage.py
+eventseam_keys``) or the environment's. Exit status: 0 on success, 1 when the database or the master
 key cannot be used. Erasure: ``eventseam erase`` (engine.cli.erase).
 """
 
@@ -13,10 +14,10 @@ from __future__ import annotations
 
 import click
 
+from engine.cli.app_loader import command_settings
 from engine.cli.erase import database_option, transaction
 from engine.crypto_keys import SubjectKeys, key_versions
 from engine.errors import PersonalDataError
-from engine.settings import load_settings
 
 
 @click.group()
@@ -35,13 +36,14 @@ def generate() -> None:
 @keys.command()
 @click.option("--subject", required=True, help="data subject whose key to rotate")
 @database_option
-def rotate(subject: str, database_url: str | None) -> None:
+@click.pass_context
+def rotate(ctx: click.Context, subject: str, database_url: str | None) -> None:
     """Add a new key version for a subject; older versions still open older values."""
     try:
-        subject_keys = SubjectKeys.from_settings(load_settings().personal_data)
+        subject_keys = SubjectKeys.from_settings(command_settings(ctx).personal_data)
     except PersonalDataError as exc:
         raise click.ClickException(str(exc)) from exc
-    with transaction(database_url) as connection:
+    with transaction(ctx, database_url) as connection:
         version = subject_keys.rotate(connection, subject)
     click.echo(f"rotated {subject!r}: new values use key version {version}")
 
@@ -49,9 +51,10 @@ def rotate(subject: str, database_url: str | None) -> None:
 @keys.command()
 @click.option("--subject", required=True, help="data subject to show")
 @database_option
-def show(subject: str, database_url: str | None) -> None:
+@click.pass_context
+def show(ctx: click.Context, subject: str, database_url: str | None) -> None:
     """List a subject's key versions (never the keys)."""
-    with transaction(database_url) as connection:
+    with transaction(ctx, database_url) as connection:
         versions = key_versions(connection, subject)
     if not versions:
         click.echo(f"{subject!r}: no keys")

@@ -211,3 +211,16 @@ def test_operator_commands_run_on_the_project(
         call_command("eventseam_parity", "--context", "orders")
     assert refused.value.returncode == 2
     assert "parity reads Kafka" in capsys.readouterr().err
+
+
+def test_personal_data_and_inbox_commands_use_the_projects_database(
+    sqlite_alias: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """eventseam_erase, eventseam_keys and eventseam_inbox open the database Django writes
+    (database_url derived from DATABASES), not the environment's default."""
+    call_command("eventseam_erase", "--subject", "c-1")
+    assert "erased 'c-1': no live key" in capsys.readouterr().out
+    call_command("eventseam_keys", "show", "--subject", "c-1")
+    assert "'c-1': no keys" in capsys.readouterr().out
+    call_command("eventseam_inbox", "purge")
+    assert capsys.readouterr().out.startswith("0 inbox rows processed")

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import socket
+import uuid
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from engine.integrations.flask import get_state, transaction
 from outbox.flag_table import flags as flag_table
+from outbox.inbox_table import inbox
 from tests.flask.shop import Order, OrderPlaced, db
 
 if TYPE_CHECKING:
@@ -121,8 +124,10 @@ def test_group_lists_the_commands(runner: FlaskCliRunner) -> None:
         "contracts",
         "db",
         "dlq",
+        "erase",
         "flags",
         "inbox",
+        "keys",
         "outbox",
         "parity",
         "relay",
@@ -159,3 +164,34 @@ def test_dlq_and_replay_run_on_the_app(runner: FlaskCliRunner) -> None:
     replayed = runner.invoke(args=["eventseam", *dry_run])
     assert replayed.exit_code == 0, replayed.output
     assert json.loads(replayed.output)["context"] == "audit"
+
+
+def test_inbox_purge_uses_the_apps_retention_and_database(make_app: Callable[..., Flask]) -> None:
+    """`flask eventseam inbox purge` keeps rows within app.config's retention window (an hour
+    here, a week by default) and deletes the older one, in Flask-SQLAlchemy's database."""
+    app = make_app(EVENTSEAM_INBOX={"retention_seconds": 3600})
+    now = datetime.now(UTC)
+    with app.app_context():
+        db.session.execute(
+            inbox.insert(),
+            [
+                {"handler": "audit.h", "event_id": uuid.uuid4(), "processed_at": now - age}
+                for age in (timedelta(hours=2), timedelta(minutes=5))
+            ],
+        )
+        db.session.commit()
+    result = app.test_cli_runner().invoke(args=["eventseam", "inbox", "purge"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("1 inbox rows processed")
+    with app.app_context():
+        assert db.session.execute(select(func.count()).select_from(inbox)).scalar_one() == 1
+
+
+def test_erase_and_keys_use_the_apps_database(runner: FlaskCliRunner) -> None:
+    """`flask eventseam erase` and `keys show` open the app's key table."""
+    erased = runner.invoke(args=["eventseam", "erase", "--subject", "c-1"])
+    assert erased.exit_code == 0, erased.output
+    assert "erased 'c-1': no live key" in erased.output
+    shown = runner.invoke(args=["eventseam", "keys", "show", "--subject", "c-1"])
+    assert shown.exit_code == 0, shown.output
+    assert "'c-1': no keys" in shown.output

@@ -5,6 +5,7 @@ The runner's dead-letter marks (eventseam_dlq_sent) share the inbox's window and
 
 from __future__ import annotations
 
+import os
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -12,10 +13,12 @@ from typing import TYPE_CHECKING
 import anyio
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Engine, create_engine, func, insert, select
+from sqlalchemy.orm import sessionmaker
 
 from engine.cli import main
-from engine.settings import InboxSettings, RelaySettings
+from engine.seam import EventSeam
+from engine.settings import InboxSettings, RelaySettings, load_settings
 from outbox.dead_letter_table import dlq_sent
 from outbox.inbox_table import inbox
 from outbox.retention import Purger
@@ -160,6 +163,37 @@ def test_inbox_purge_command_deletes_rows_past_the_window(
     assert result.output.startswith("2 inbox rows processed and 1 dead-letter marks")
     assert ages(sync_db) == []
     assert marks(sync_db) == 0
+
+
+def purging_app() -> EventSeam:
+    """``--app`` factory: an application on $INBOX_TEST_DATABASE keeping inbox rows an hour."""
+    settings = load_settings(
+        database_url=os.environ["INBOX_TEST_DATABASE"], inbox={"retention_seconds": 3600}
+    )
+    return EventSeam(
+        settings, [], session_factory=sessionmaker(create_engine(settings.database_url))
+    )
+
+
+def test_inbox_purge_reads_the_settings_of_an_application_named_on_purpose(
+    sync_db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With --app, `eventseam inbox purge` takes that application's database and window (an
+    hour); without it, the environment's (here a week, on the same database)."""
+    add_rows(sync_db, 3, timedelta(days=2))
+    add_rows(sync_db, 1, timedelta(minutes=5))
+    url = sync_db.url.render_as_string(hide_password=False)
+    monkeypatch.setenv("INBOX_TEST_DATABASE", url)
+    monkeypatch.setenv("EVENTSEAM_DATABASE_URL", url)
+    monkeypatch.setenv("EVENTSEAM_INBOX__RETENTION_SECONDS", str(7 * 86_400))
+    result = CliRunner().invoke(main, ["inbox", "purge"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("0 inbox rows processed")
+    monkeypatch.delenv("EVENTSEAM_DATABASE_URL")
+    result = CliRunner().invoke(main, ["--app", f"{__name__}:purging_app", "inbox", "purge"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("3 inbox rows processed")
+    assert [count for _, count in ages(sync_db)] == [1]
 
 
 def test_inbox_purge_command_rejects_a_bad_time() -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 import click
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from engine.cli import APP_SETTINGS
 from engine.cli.options import relay_options
 
 if TYPE_CHECKING:
@@ -40,7 +41,10 @@ def run_click(
     """
     try:
         status = command.main(
-            list(args), prog_name=prog_name, standalone_mode=False, obj={"app_path": app_path}
+            list(args),
+            prog_name=prog_name,
+            standalone_mode=False,
+            obj={"app_path": app_path, APP_SETTINGS: True},
         )
     except click.ClickException as exc:
         raise CommandError(exc.format_message(), returncode=exc.exit_code) from exc

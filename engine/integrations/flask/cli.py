@@ -11,6 +11,7 @@
     flask eventseam dlq ...               dead letters: list, show, replay, discard
     flask eventseam replay ...            retained events re-delivered to a context's handlers
     flask eventseam inbox purge           inbox rows past the retention window
+    flask eventseam erase | keys ...      crypto-shred data subjects, personal-data keys
     flask eventseam contexts | contracts | acl | check
                                           module map, event contracts, Kafka ACLs, boundaries
 
@@ -33,7 +34,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from engine.cli import LazyGroup
+from engine.cli import APP_SETTINGS, LazyGroup
 from engine.cli.config import flatten, mask
 from engine.cli.options import relay_options
 from engine.settings import config_file
@@ -62,8 +63,10 @@ ENGINE_COMMANDS: Final[dict[str, str]] = {
         "contracts": "engine.cli.contracts:contracts",
         "db": "engine.cli.db:db",
         "dlq": "engine.cli.dlq:dlq",
+        "erase": "engine.cli.erase:erase",
         "flags": "engine.cli.flags:flags",
         "inbox": "engine.cli.inbox:inbox",
+        "keys": "engine.cli.keys:keys",
         "outbox": "engine.cli.outbox:outbox",
         "parity": "engine.cli.parity:parity",
         "replay": "engine.cli.replay:replay",
@@ -80,7 +83,6 @@ _URL_COMMANDS: Final = (
     ("outbox", "parked", "list"),
     ("outbox", "parked", "retry"),
     ("outbox", "parked", "discard"),
-    ("inbox", "purge"),
 )
 INVALID_SETTINGS_EXIT: Final = 2
 
@@ -96,7 +98,7 @@ def eventseam_cli(ctx: click.Context) -> None:
     """eventseam on this app: outbox tables, routing flags, relay, workers, settings."""
     app = _app(ctx)
     url = get_state(app).config.settings.database_url
-    ctx.obj = {"app_path": APP_PATH}
+    ctx.obj = {"app_path": APP_PATH, APP_SETTINGS: True}
     ctx.default_map = _defaults(url)
 
 
