@@ -408,31 +408,45 @@ class EventSeam:
         in the background: an unreachable broker never delays or fails the start of the bus.
         """
         try:
+            # Outside the group, so that their errors are raised as they are: the flag table
+            # read, and the runner's own checks (a subscription no context owns...).
             if self.flags.has_engine:
-                await self.flags.load()  # outside the group: its error is raised as it is
+                await self.flags.load()
+            runner = self._consumer_runner() if self._consume and consume else None
             async with anyio.create_task_group() as group:
                 if self.flags.has_engine:
                     await group.start(self.flags.run)
                 await group.start(self._run_bus, group.cancel_scope)
                 self._loop = _Loop(anyio.lowlevel.current_token(), threading.get_ident())
                 await self.redeliver_undelivered()
-                if self._consume and consume:
-                    group.start_soon(self._run_consumers, name="eventseam.seam.consumers")
+                if runner is not None:
+                    group.start_soon(self._run_consumers, runner, name="eventseam.seam.consumers")
                 task_status.started()
         finally:
             self._loop = None
 
-    async def _run_consumers(self) -> None:
-        """Run the in-process handlers' consumer runner until ``aclose`` stops it."""
+    def _consumer_runner(self) -> ConsumerRunner | None:
+        """The in-process handlers' ConsumerRunner; None (logged) when Kafka's TLS or SASL
+        settings cannot work: the bus runs without consumers then."""
         from outbox.errors import KafkaSecurityError
-        from outbox.kafka_security import first_security_error
 
         from .runner import ConsumerRunner  # imports aiokafka: only when Kafka is configured
 
+        try:
+            return ConsumerRunner(self, self._consumed)
+        except KafkaSecurityError as exc:
+            _log.error("seam.consumers_failed", error=str(exc))
+            return None
+
+    async def _run_consumers(self, runner: ConsumerRunner) -> None:
+        """Run ``runner`` until ``aclose`` stops it."""
+        from outbox.errors import KafkaSecurityError
+        from outbox.kafka_security import first_security_error
+
         self._consumers_done = done = anyio.Event()
         try:
-            self.consumer_runner = ConsumerRunner(self, self._consumed)
-            await self.consumer_runner.run()
+            self.consumer_runner = runner
+            await runner.run()
         except* KafkaSecurityError as errors:  # unusable TLS/SASL: the bus keeps running
             _log.error("seam.consumers_failed", error=str(first_security_error(errors)))
         finally:
