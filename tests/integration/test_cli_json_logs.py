@@ -5,23 +5,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from typing import TYPE_CHECKING
 
+from outbox.bundled_broker import free_port
 from tests.kafka_broker import REPO_ROOT
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_worker_json_logs_hold_only_json_lines(tmp_path: Path, sqlite_url: str) -> None:
@@ -32,7 +25,7 @@ def test_worker_json_logs_hold_only_json_lines(tmp_path: Path, sqlite_url: str) 
         **os.environ,
         "EVENTSEAM_DATABASE_URL": sqlite_url,
         "EVENTSEAM_CONTEXTS__SHIPPING": "broker",
-        "EVENTSEAM_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{closed_port()}",
+        "EVENTSEAM_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",  # nothing listens there,
     }
     command = [sys.executable, "-c", "from engine.cli import main; main()", "worker"]
     command += ["--context", "shipping", "--json-logs"]

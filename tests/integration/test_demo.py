@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import subprocess
 import sys
 from functools import partial
@@ -33,6 +32,7 @@ from contexts.shipping.events import LabelCreated, LabelVoided
 from contexts.shipping.models import Label, LabelStatus
 from contexts.shipping.service import create_label, void_label
 from engine.settings import load_settings
+from outbox.bundled_broker import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -331,9 +331,7 @@ async def test_kafka_that_does_not_answer_is_named_not_waited_for(
 ) -> None:
     """EVENTSEAM_KAFKA__BOOTSTRAP_SERVERS pointing at nothing: the full path exits 2 naming it,
     the default path says so and walks the local path (it retried forever before)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        nowhere = f"127.0.0.1:{probe.getsockname()[1]}"
+    nowhere = f"127.0.0.1:{free_port()}"  # nothing listens there
     monkeypatch.setenv("EVENTSEAM_KAFKA__BOOTSTRAP_SERVERS", nowhere)
     output = io.StringIO()
     console = Console(file=output, width=300)

@@ -34,7 +34,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from engine.cli import APP_SETTINGS, LazyGroup
+from engine.cli import APP_SETTINGS, COMMANDS, LazyGroup
 from engine.cli.config import flatten, mask
 from engine.cli.options import relay_options
 from engine.settings import config_file
@@ -53,27 +53,13 @@ __all__ = ["APP_PATH", "app_seam", "eventseam_cli"]
 
 #: What the wrapped commands load as ``eventseam --app``: the current app's EventSeam.
 APP_PATH: Final = "engine.integrations.flask.cli:app_seam"
-#: The ``eventseam`` CLI's commands run as they are (imported when used).
+#: The ``eventseam`` CLI's commands run as they are (imported when used): all but the two this
+#: group has its own versions of (``relay``, ``config``), on the app's settings.
 ENGINE_COMMANDS: Final[dict[str, str]] = {
     name: target
-    for name, target in {
-        "acl": "engine.cli.acl:acl",
-        "check": "engine.cli.check:check",
-        "contexts": "engine.cli.contexts:contexts",
-        "contracts": "engine.cli.contracts:contracts",
-        "db": "engine.cli.db:db",
-        "dlq": "engine.cli.dlq:dlq",
-        "erase": "engine.cli.erase:erase",
-        "flags": "engine.cli.flags:flags",
-        "inbox": "engine.cli.inbox:inbox",
-        "keys": "engine.cli.keys:keys",
-        "outbox": "engine.cli.outbox:outbox",
-        "parity": "engine.cli.parity:parity",
-        "replay": "engine.cli.replay:replay",
-        "status": "engine.cli.status:status",
-        "worker": "engine.cli.worker:worker",
-    }.items()
-    if importlib.util.find_spec(target.partition(":")[0]) is not None
+    for name, target in COMMANDS.items()
+    if name not in {"relay", "config"}
+    and importlib.util.find_spec(target.partition(":")[0]) is not None
 }
 #: Commands with a ``--url`` option (the database), by path below the group.
 _URL_COMMANDS: Final = (
