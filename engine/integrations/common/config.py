@@ -204,7 +204,7 @@ def context_problems(
     where = spelling.where((CONTEXTS_KEY,))
     if not isinstance(value, list | tuple) or not value:
         return [], [Problem("E003", f"{where} must be a non-empty list", hint)]
-    return _imported(value, import_context, Problem("E003", where, hint))
+    return _imported(value, import_context, "E003", where, hint)
 
 
 def middleware_problems(
@@ -221,21 +221,20 @@ def middleware_problems(
         return [], []
     if not isinstance(value, list | tuple):
         return [], [Problem("E009", f"{where} must be a list", hint)]
-    return _imported(value, import_middleware, Problem("E009", where, hint))
+    return _imported(value, import_middleware, "E009", where, hint)
 
 
 def _imported(
-    items: Sequence[object], importer: Callable[[object], T], problem: Problem
+    items: Sequence[object], importer: Callable[[object], T], code: str, where: str, hint: str
 ) -> tuple[list[T], list[Problem]]:
-    """Each item imported by ``importer``; ``problem`` (code, where, hint) for each that fails."""
+    """Each item imported by ``importer``; a Problem ``code`` naming ``where`` for each that fails."""
     found: list[T] = []
     problems: list[Problem] = []
     for item in items:
         try:
             found.append(importer(item))
         except (ImportError, AttributeError, TypeError) as exc:
-            message = f"{problem.message} entry {item!r} is not usable: {exc}"
-            problems.append(Problem(problem.code, message, problem.hint))
+            problems.append(Problem(code, f"{where} entry {item!r} is not usable: {exc}", hint))
     return found, problems
 
 
