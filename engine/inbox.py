@@ -102,32 +102,49 @@ _PG_RECORD_MANY = insert(inbox).from_select(
 )
 
 
-def _pg_claim_many(kinds: str) -> TextClause:
-    """``claim_many`` on PostgreSQL: insert first, return the ids that were NOT claimed.
+def _pg_claim_many(kinds: str, *, on_conflict: bool) -> TextClause:
+    """``claim_many`` on PostgreSQL: insert the batch's rows in one statement.
 
     The ids travel as ONE bytea of 16-byte UUIDs (``:ids``, ``:n`` of them): psycopg dumps a
     ``uuid[]`` parameter item by item in Python (text form, a regex per item), which cost more
     than the rest of the batch statement together (measured: 0.6 against 4 us of client CPU per
-    event for filter_new + record_many). Only the ids already recorded come back, usually none.
-    ``kinds`` selects each row's event type and context: two scalars, or arrays by position.
+    event for filter_new + record_many). ``kinds`` selects each row's event type and context:
+    two scalars, or arrays by position.
+
+    Without ``on_conflict``: a plain INSERT, which fails on an id already recorded (half the
+    server time of ``ON CONFLICT DO NOTHING``, measured: 12 against 23 ms for 2,000 rows).
+    With it: skips such ids and returns them (only those, usually none).
     """
-    return text(
+    rows = (
         "WITH wanted AS ("
         " SELECT CAST(encode(substring(:ids FROM i * 16 + 1 FOR 16), 'hex') AS uuid) AS id,"
-        f" {kinds} FROM generate_series(0, :n - 1) AS i"
-        f"), claimed AS (INSERT INTO {inbox.name} (handler, event_id, event_type, context,"
-        " processed_at) SELECT :h, id, event_type, context, CAST(:at AS timestamptz) FROM wanted"
-        " ON CONFLICT DO NOTHING RETURNING event_id)"
+        f" {kinds} FROM generate_series(0, :n - 1) AS i)"
+    )
+    insert_rows = (
+        f"INSERT INTO {inbox.name} (handler, event_id, event_type, context, processed_at)"
+        " SELECT :h, id, event_type, context, CAST(:at AS timestamptz) FROM wanted"
+    )
+    if not on_conflict:
+        return text(f"{rows} {insert_rows}")
+    return text(
+        f"{rows}, claimed AS ({insert_rows} ON CONFLICT DO NOTHING RETURNING event_id)"
         " SELECT id FROM wanted WHERE id NOT IN (SELECT event_id FROM claimed)"
     )
 
 
-_PG_CLAIM_UNIFORM = _pg_claim_many(
-    "CAST(:t AS varchar) AS event_type, CAST(:c AS varchar) AS context"
-)
-_PG_CLAIM_MIXED = _pg_claim_many(
+_PG_UNIFORM_KINDS: Final = "CAST(:t AS varchar) AS event_type, CAST(:c AS varchar) AS context"
+_PG_MIXED_KINDS: Final = (
     "(CAST(:types AS varchar[]))[i + 1] AS event_type,"
     " (CAST(:contexts AS varchar[]))[i + 1] AS context"
+)
+#: (plain INSERT, INSERT ... ON CONFLICT returning the ids skipped), per kinds form.
+_PG_CLAIM_UNIFORM = (
+    _pg_claim_many(_PG_UNIFORM_KINDS, on_conflict=False),
+    _pg_claim_many(_PG_UNIFORM_KINDS, on_conflict=True),
+)
+_PG_CLAIM_MIXED = (
+    _pg_claim_many(_PG_MIXED_KINDS, on_conflict=False),
+    _pg_claim_many(_PG_MIXED_KINDS, on_conflict=True),
 )
 
 
@@ -262,8 +279,9 @@ def claim_many(
     Apply exactly the events whose id is returned, in the same transaction (a rollback frees
     the claims). Ids already recorded are left out, and so are ids a concurrent transaction is
     recording when it commits (this one waits for it, as ``claim`` does). An id repeated in
-    ``events`` is claimed once. PostgreSQL: one statement, one round trip, whatever the batch
-    size; SQLite: ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` (one ``executemany``), so a
+    ``events`` is claimed once. PostgreSQL: one plain INSERT in a savepoint whatever the batch
+    size (three round trips); when an id was recorded before, the savepoint is rolled back and
+    ``INSERT ... ON CONFLICT DO NOTHING`` skips the recorded ones; SQLite: ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` (one ``executemany``), so a
     pair another connection recorded meanwhile is skipped, not an IntegrityError; elsewhere
     ``filter_new`` then ``record_many``.
     """
@@ -289,13 +307,17 @@ def claim_many(
         "at": when,
     }
     if all(event.event_name == name and event.source == source for event in events):
-        statement, params["t"], params["c"] = _PG_CLAIM_UNIFORM, name, source
+        (plain, skipping), params["t"], params["c"] = _PG_CLAIM_UNIFORM, name, source
     else:
-        statement = _PG_CLAIM_MIXED
+        plain, skipping = _PG_CLAIM_MIXED
         params["types"] = [event.event_name for event in events]
         params["contexts"] = [event.source for event in events]
     claimed = {event.event_id for event in events}
-    claimed.difference_update(connection.execute(statement, params).scalars())
+    try:  # the usual batch holds no id recorded before: the plain INSERT, in a savepoint
+        with connection.begin_nested():
+            connection.execute(plain, params)
+    except IntegrityError:  # one was (a redelivery, a repeat): again, skipping those
+        claimed.difference_update(connection.execute(skipping, params).scalars())
     return claimed
 
 
