@@ -137,7 +137,7 @@ class InboxApplier:
         self._sqlite_lock = sqlite_lock
         # EventSeam.personal_data: opens sealed personal-data fields (None: no event has any).
         self._keys: SubjectKeys | None = getattr(seam, "personal_data", None)
-        self._observe = metrics.handler_observer(spec.name, metrics.KAFKA)
+        self._observe = metrics.handler_batch_observer(spec.name, metrics.KAFKA)
         # The seam's middlewares around the handler call (None without any: no loop round trip).
         middlewares = seam.middlewares
         self._through = wrapped_in(middlewares, self._in_own_thread) if middlewares else None
@@ -171,6 +171,7 @@ class InboxApplier:
         bind_contextvars(handler=self.spec.name, context=self.spec.context, attempt=1)
         index: int | None = None
         applied = 0
+        durations: list[float] = []  # of the handler calls, observed together at the end
         try:
             with self._sessions() as session, self._exclusive(session), session.begin():
                 host = _RunnerTransactionHost(self._seam, UnitOfWork(session, self._seam.publish))
@@ -183,11 +184,13 @@ class InboxApplier:
                             new.discard(event.event_id)  # a duplicate inside the batch runs once
                         index = position
                         record = records[position] if records else None
-                        self._invoke(event, 1, host, session, record)
+                        self._invoke(event, 1, host, session, durations, record)
                         applied += 1
                 index = None
         except Exception as exc:
             return BatchOutcome(error=exc, index=index)
+        finally:
+            self._observe(durations)
         return BatchOutcome(applied=applied)
 
     def _apply_one(self, event: DomainEvent, attempt: int, record: Record | None) -> bool:
@@ -206,7 +209,11 @@ class InboxApplier:
                 except (MasterKeyError, SQLAlchemyError) as exc:
                     raise InboxUnavailableError(f"personal-data keys unusable: {exc}") from exc
                 host = _RunnerTransactionHost(self._seam, UnitOfWork(session, self._seam.publish))
-                self._invoke(event, attempt, host, session, record)
+                durations: list[float] = []
+                try:
+                    self._invoke(event, attempt, host, session, durations, record)
+                finally:
+                    self._observe(durations)
         return claimed
 
     def run_exclusive(self, action: Callable[[Connection], object]) -> object:
@@ -242,9 +249,11 @@ class InboxApplier:
         attempt: int,
         host: _RunnerTransactionHost,
         session: Session,
+        durations: list[float],
         record: Record | None = None,
     ) -> None:
-        """``_call``, its duration observed (eventseam_handler_duration_seconds), in its span."""
+        """``_call`` in its span; its duration is appended to ``durations``, failures included
+        (the caller observes them: eventseam_handler_duration_seconds)."""
         start = time.perf_counter()
         try:
             if self._spans is None:
@@ -253,7 +262,7 @@ class InboxApplier:
                 with self._spans.processing(event, record, attempt):
                     self._call(event, attempt, host, session)
         finally:
-            self._observe(time.perf_counter() - start)
+            durations.append(time.perf_counter() - start)
 
     def _call(
         self, event: DomainEvent, attempt: int, host: _RunnerTransactionHost, session: Session

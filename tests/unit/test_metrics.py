@@ -124,6 +124,33 @@ async def test_timed_handler_observes_successes_and_failures() -> None:
     assert count == 2
 
 
+def test_a_batch_observation_counts_like_one_observe_per_value() -> None:
+    """handler_batch_observer fills the same buckets, count and sum as observe per value."""
+    values = [0.0, 0.0005, 0.001, 0.0011, 0.003, 0.5, 2.5, 7.0, 100.0, 1e9, 0.001]
+    for value in values:
+        metrics.handler_observer("m.one_by_one", metrics.KAFKA)(value)
+    observe_all = metrics.handler_batch_observer("m.batched", metrics.KAFKA)
+    observe_all(values[:4])
+    observe_all([])
+    observe_all(values[4:])
+
+    def series(handler: str) -> dict[str, float]:
+        (family,) = [f for f in REGISTRY.collect() if f.name == "eventseam_handler_duration_seconds"]
+        return {
+            f"{s.name}{s.labels.get('le', '')}": s.value
+            for s in family.samples
+            if s.labels["handler"] == handler and not s.name.endswith("_created")
+        }
+
+    one_by_one, batched = series("m.one_by_one"), series("m.batched")
+    assert batched.pop("eventseam_handler_duration_seconds_sum") == pytest.approx(
+        one_by_one.pop("eventseam_handler_duration_seconds_sum")
+    )
+    assert batched == one_by_one
+    assert one_by_one["eventseam_handler_duration_seconds_count"] == len(values)
+    assert len(set(one_by_one.values())) > 3  # the values spread over several buckets
+
+
 async def test_seam_times_bus_handlers_and_the_bus_counts_dead_letters() -> None:
     """EventSeam's bus observes every handler attempt and counts each dead letter with its reason."""
     settings = EventSeamSettings(
@@ -225,6 +252,7 @@ async def test_without_the_extra_metrics_are_no_ops(monkeypatch: pytest.MonkeyPa
     assert metrics.timed_handler(handle, "m.none", metrics.BUS) is handle
     metrics.record_relay(metrics.PUBLISHED, ["m_absent"])
     metrics.handler_observer("m.none", metrics.KAFKA)(0.1)
+    metrics.handler_batch_observer("m.none", metrics.KAFKA)([0.1, 0.2])
     assert sample("eventseam_relay_messages_total", context="m_absent", outcome="published") == 0
     with pytest.raises(SettingsError, match="prometheus-client"):
         metrics.serve(0)
