@@ -8,7 +8,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from sqlalchemy import create_engine, event, func, select
+from sqlalchemy import create_engine, event, func, insert, select
+from sqlalchemy.orm import Session
 
 from engine.events import DomainEvent
 from engine.inbox import claim_many, filter_new
@@ -75,6 +76,25 @@ def test_events_already_recorded_are_not_claimed_again(db: Engine) -> None:
             e.event_id for e in events[:3]
         }
         assert connection.execute(select(func.count()).select_from(inbox)).scalar_one() == 53
+
+
+def test_a_redelivery_in_a_session_leaves_its_transaction_usable(db: Engine) -> None:
+    """On a Session (as the consumer runner claims), a batch holding recorded ids claims the
+    others, and the transaction goes on: later writes in it commit with the claims."""
+    events = reads(12)
+    with Session(db) as session, session.begin():
+        claim_many(session, HANDLER, events[:5])
+    with Session(db) as session, session.begin():
+        assert claim_many(session, HANDLER, events) == {e.event_id for e in events[5:]}
+        session.execute(insert(inbox).values(handler="after.claim", event_id=events[0].event_id))
+    with db.connect() as connection:
+        assert len(rows(connection)) == 12
+        assert (
+            connection.execute(
+                select(func.count()).select_from(inbox).where(inbox.c.handler == "after.claim")
+            ).scalar_one()
+            == 1
+        )
 
 
 def test_a_repeated_event_is_claimed_once(db: Engine) -> None:
