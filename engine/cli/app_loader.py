@@ -72,8 +72,8 @@ def load_app(
 def command_settings(ctx: click.Context) -> EventSeamSettings:
     """The settings of the application when the command runs for one, else of the environment.
 
-    For the commands that need only the database and settings (``inbox purge``, ``erase``,
-    ``keys``): under ``flask eventseam``, ``manage.py`` or an application named on purpose
+    For the commands that need only the database and settings (``db``, ``outbox parked``,
+    ``inbox purge``, ``erase``, ``keys``): under ``flask eventseam``, ``manage.py`` or an application named on purpose
     (``--app``, ``EVENTSEAM_APP``), that application's settings (its ``database_url``, its
     retention windows, its master key); otherwise ``EVENTSEAM_*`` and ``eventseam.toml``. An
     application that cannot be loaded is a ClickException.
@@ -89,6 +89,11 @@ def command_settings(ctx: click.Context) -> EventSeamSettings:
     if not isinstance(settings, EventSeamSettings):
         raise click.ClickException(f"the application from {app_path!r} has no .settings")
     return settings
+
+
+def command_database_url(ctx: click.Context, url: str | None) -> str:
+    """``url`` (the command's ``--url``), else the ``database_url`` of ``command_settings``."""
+    return url or command_settings(ctx).database_url
 
 
 def app_engine(app: object) -> Engine | None:

@@ -1,6 +1,8 @@
 """``eventseam db``: create, upgrade, inspect and downgrade the eventseam schema (outbox.migrate).
 
-The database is ``--url``, else the ``database_url`` setting (``EVENTSEAM_DATABASE_URL``).
+The database is ``--url``, else the ``database_url`` of the settings the command runs on
+(engine.cli.app_loader.command_settings: the application's under ``flask eventseam`` or an
+``--app`` given on purpose, else ``EVENTSEAM_DATABASE_URL`` / ``eventseam.toml``).
 eventseam's Alembic history has its own version table and never touches the host's.
 Exit status: 0 on success, 1 when the migration fails (the message says why).
 """
@@ -11,7 +13,8 @@ import click
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from engine.cli.options import database_url, url_option
+from engine.cli.app_loader import command_database_url
+from engine.cli.options import url_option
 from outbox import migrate
 from outbox.errors import MigrationError
 
@@ -32,9 +35,10 @@ def db() -> None:
 @db.command()
 @url_option
 @click.argument("revision", default="head")
-def upgrade(url: str | None, revision: str) -> None:
+@click.pass_context
+def upgrade(ctx: click.Context, url: str | None, revision: str) -> None:
     """Upgrade the schema to REVISION (default: head, the newest)."""
-    database = database_url(url)
+    database = command_database_url(ctx, url)
     try:
         migrate.upgrade(database, revision)
         now = migrate.current(database)
@@ -45,9 +49,10 @@ def upgrade(url: str | None, revision: str) -> None:
 
 @db.command()
 @url_option
-def current(url: str | None) -> None:
+@click.pass_context
+def current(ctx: click.Context, url: str | None) -> None:
     """Print the schema's current revision and the newest one shipped."""
-    database = database_url(url)
+    database = command_database_url(ctx, url)
     try:
         now = migrate.current(database)
         newest = migrate.head()
@@ -66,9 +71,10 @@ def current(url: str | None) -> None:
 @url_option
 @click.argument("revision")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def downgrade(url: str | None, revision: str, yes: bool) -> None:
+@click.pass_context
+def downgrade(ctx: click.Context, url: str | None, revision: str, yes: bool) -> None:
     """Downgrade the schema to REVISION (`base` drops every eventseam table and its rows)."""
-    database = database_url(url)
+    database = command_database_url(ctx, url)
     if not yes:
         click.confirm(
             f"Downgrade {_shown(database)} to {revision}? Dropped tables lose their rows, "

@@ -19,7 +19,7 @@ import click
 from sqlalchemy import create_engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from engine.cli.app_loader import command_settings
+from engine.cli.app_loader import command_database_url
 from engine.crypto_keys import erase_subject
 from engine.errors import SCHEMA_HINT, schema_missing
 
@@ -39,7 +39,7 @@ database_option = click.option(
 def transaction(ctx: click.Context, database_url: str | None) -> Iterator[Connection]:
     """One committed transaction on the eventseam database (``database_url``, else the
     application's or the environment's setting); click errors for database failures."""
-    engine = create_engine(database_url or command_settings(ctx).database_url)
+    engine = create_engine(command_database_url(ctx, database_url))
     try:
         with engine.begin() as connection:
             yield connection

@@ -44,11 +44,6 @@ def settings_or_fail() -> EventSeamSettings:
         raise click.ClickException(f"invalid eventseam settings: {exc}") from exc
 
 
-def database_url(url: str | None) -> str:
-    """``url``, or the database_url setting (``settings_or_fail``)."""
-    return url or settings_or_fail().database_url
-
-
 def logging_options(command: _F) -> _F:
     """The ``--log-level`` and ``--json-logs`` options every long-running command takes."""
     command = click.option(

@@ -6,7 +6,8 @@
     eventseam outbox parked retry --all
     eventseam outbox parked discard EVENT_ID # delete for good
 
-The database is ``--url``, else the ``database_url`` setting. Exit status 1 (with a message) when
+The database is ``--url``, else the ``database_url`` of the settings the command runs on
+(engine.cli.app_loader.command_settings, as for ``eventseam db``). Exit status 1 (with a message) when
 the row is not a parked row or the database fails.
 """
 
@@ -18,7 +19,8 @@ import click
 from sqlalchemy import create_engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from engine.cli.options import database_url, url_option
+from engine.cli.app_loader import command_database_url
+from engine.cli.options import url_option
 from engine.errors import database_error_line
 from outbox import parked as parked_rows
 from outbox.errors import RowNotFoundError
@@ -29,13 +31,9 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
 
-def _engine(url: str | None) -> Engine:
-    return create_engine(database_url(url))
-
-
 def _run(url: str | None, action: Callable[[Engine], str]) -> None:
     """Run ``action`` on the database; echo its message; turn failures into exit status 1."""
-    engine = _engine(url)
+    engine = create_engine(command_database_url(click.get_current_context(), url))
     try:
         click.echo(action(engine))
     except RowNotFoundError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -16,6 +17,8 @@ from sqlalchemy import Connection, create_engine, inspect, make_url, text
 
 from engine.cli import main
 from engine.modes import Mode
+from engine.seam import EventSeam
+from engine.settings import load_settings
 from outbox import migrate
 from outbox.errors import MigrationError
 from outbox.writer import write
@@ -221,6 +224,35 @@ def test_cli_upgrade_current_downgrade(sqlite_url: str, monkeypatch: pytest.Monk
     result = runner.invoke(main, ["db", "downgrade", "--url", sqlite_url, "base", "--yes"])
     assert result.exit_code == 0, result.output
     assert migrate.current(sqlite_url) is None
+
+
+def app_on_its_own_database() -> EventSeam:
+    """``--app`` factory: an application whose database is $MIGRATIONS_TEST_APP_DATABASE."""
+    return EventSeam(load_settings(database_url=os.environ["MIGRATIONS_TEST_APP_DATABASE"]), [])
+
+
+def test_cli_works_on_the_database_of_an_application_named_on_purpose(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With --app, `eventseam db` and `outbox parked` take that application's database; without
+    it, the environment's."""
+    app_url, env_url = f"sqlite:///{tmp_path / 'app.db'}", f"sqlite:///{tmp_path / 'env.db'}"
+    monkeypatch.setenv("MIGRATIONS_TEST_APP_DATABASE", app_url)
+    monkeypatch.setenv("EVENTSEAM_DATABASE_URL", env_url)
+    app = ["--app", f"{__name__}:app_on_its_own_database"]
+    runner = CliRunner()
+    result = runner.invoke(main, [*app, "db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    assert "app.db: eventseam schema at revision" in result.output
+    assert (migrate.current(app_url), migrate.current(env_url)) == (migrate.head(), None)
+    result = runner.invoke(main, [*app, "outbox", "parked", "list"])
+    assert (result.exit_code, result.output) == (0, "no parked rows\n")
+    result = runner.invoke(main, ["outbox", "parked", "list"])  # env.db has no tables
+    assert result.exit_code == 1
+    assert "no such table: eventseam_outbox" in result.output
+    result = runner.invoke(main, ["db", "current"])
+    assert result.exit_code == 0, result.output
+    assert "env.db: not created" in result.output
 
 
 def test_cli_reports_failures_without_a_traceback(sqlite_url: str) -> None:

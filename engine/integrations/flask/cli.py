@@ -61,15 +61,6 @@ ENGINE_COMMANDS: Final[dict[str, str]] = {
     if name not in {"relay", "config"}
     and importlib.util.find_spec(target.partition(":")[0]) is not None
 }
-#: Commands with a ``--url`` option (the database), by path below the group.
-_URL_COMMANDS: Final = (
-    ("db", "upgrade"),
-    ("db", "current"),
-    ("db", "downgrade"),
-    ("outbox", "parked", "list"),
-    ("outbox", "parked", "retry"),
-    ("outbox", "parked", "discard"),
-)
 INVALID_SETTINGS_EXIT: Final = 2
 
 
@@ -82,10 +73,8 @@ def app_seam() -> EventSeam:
 @click.pass_context
 def eventseam_cli(ctx: click.Context) -> None:
     """eventseam on this app: outbox tables, routing flags, relay, workers, settings."""
-    app = _app(ctx)
-    url = get_state(app).config.settings.database_url
+    _app(ctx)
     ctx.obj = {"app_path": APP_PATH, APP_SETTINGS: True}
-    ctx.default_map = _defaults(url)
 
 
 def _app(ctx: click.Context) -> Flask:
@@ -99,17 +88,6 @@ def _app(ctx: click.Context) -> Flask:
     app = ctx.ensure_object(ScriptInfo).load_app()
     ctx.with_resource(app.app_context())
     return app
-
-
-def _defaults(url: str) -> dict[str, Any]:
-    """click ``default_map``: ``--url`` of every wrapped command defaults to ``url``."""
-    defaults: dict[str, Any] = {}
-    for path in _URL_COMMANDS:
-        node = defaults
-        for name in path:
-            node = node.setdefault(name, {})
-        node["url"] = url
-    return defaults
 
 
 @eventseam_cli.command("relay")
