@@ -1,7 +1,9 @@
 """How a command refuses: ``Error: <message>`` on stderr and an exit status.
 
 Stdout stays the command's output (a table, or JSON a script parses); the refusal goes to stderr,
-in the words of click's own usage errors.
+in the words of click's own usage errors. A refusal is a ClickException with its own exit
+status, so under ``manage.py`` (engine.integrations.django.commands.run_click) it becomes a
+CommandError carrying the same message and status.
 """
 
 from __future__ import annotations
@@ -14,7 +16,14 @@ import click
 USAGE_EXIT: Final = 2
 
 
+class Refusal(click.ClickException):
+    """A refusal: click prints ``Error: <message>`` on stderr and exits with ``exit_code``."""
+
+    def __init__(self, message: str, status: int = USAGE_EXIT) -> None:
+        super().__init__(message)
+        self.exit_code = status  # type: ignore[misc]  # a ClassVar in click's stubs; read per instance
+
+
 def fail(message: str, status: int = USAGE_EXIT) -> NoReturn:
-    """Print ``Error: message`` on stderr and exit with ``status``."""
-    click.echo(f"Error: {message}", err=True)
-    raise click.exceptions.Exit(status)
+    """Refuse with ``message`` and exit status ``status`` (raises Refusal)."""
+    raise Refusal(message, status)

@@ -19,6 +19,7 @@ import click
 import structlog
 
 from engine import metrics
+from engine.cli.failure import fail
 from engine.cli.logging import configure_logging
 from engine.cli.options import relay_options, serve_health, serve_metrics, settings_or_fail
 from engine.cli.signals import stop_on_signals
@@ -31,13 +32,6 @@ if TYPE_CHECKING:
     from engine.settings import EventSeamSettings
 
 log = structlog.get_logger(__name__)
-
-
-class SchemaExit(click.ClickException):
-    """The database's eventseam schema does not fit this code (older, or no tables): exit status
-    2, like other configuration errors."""
-
-    exit_code = 2
 
 
 @click.command()
@@ -81,8 +75,8 @@ def run_relay(
     configure_logging(log_level, json_logs=json_logs)
     try:
         migrate.require_schema(settings.database_url)
-    except SchemaError as exc:
-        raise SchemaExit(str(exc)) from exc
+    except SchemaError as exc:  # older than this code, or no tables: a configuration error
+        fail(str(exc))
     serve_metrics(metrics_port, metrics_addr)
     probes = serve_health(health_port, health_addr)
     sampled = metrics_port is not None

@@ -135,7 +135,9 @@ def test_a_batch_observation_counts_like_one_observe_per_value() -> None:
     observe_all(values[4:])
 
     def series(handler: str) -> dict[str, float]:
-        (family,) = [f for f in REGISTRY.collect() if f.name == "eventseam_handler_duration_seconds"]
+        (family,) = [
+            f for f in REGISTRY.collect() if f.name == "eventseam_handler_duration_seconds"
+        ]
         return {
             f"{s.name}{s.labels.get('le', '')}": s.value
             for s in family.samples
