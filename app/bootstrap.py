@@ -4,7 +4,8 @@
     seam = bootstrap(load_settings(database_url="sqlite:///demo.db"))
 
 Nothing else in ``app`` or ``contexts`` wires itself at import time. The ``eventseam`` command
-line loads this function through its ``--app`` option (``app.bootstrap:bootstrap``).
+line loads this function when told to: ``eventseam --app app.bootstrap:bootstrap ...`` or
+``EVENTSEAM_APP=app.bootstrap:bootstrap`` (``APP_PATH``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ CONTEXTS: tuple[BoundedContext, ...] = (orders, payments, shipping)
 #: Each context's declarative base; each has its own MetaData (its own tables).
 CONTEXT_BASES = (OrdersBase, PaymentsBase, ShippingBase)
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
+#: ``eventseam --app`` (or ``EVENTSEAM_APP``) naming ``bootstrap``.
+APP_PATH = f"{__name__}:bootstrap"
 
 
 def bootstrap(

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from sqlalchemy import func, select
 
+from app.bootstrap import APP_PATH
 from engine.broker_view import BrokerView
 from engine.errors import ConsumeError
 from engine.settings import EventSeamSettings, KafkaSettings, load_settings
@@ -165,12 +166,13 @@ class KafkaSide:
     # -- the shipping worker -----------------------------------------------------------------
 
     def worker_command(self, context: str) -> list[str]:
-        """``eventseam worker --context CONTEXT --json-logs`` (the console script of this Python)."""
+        """``eventseam --app app.bootstrap:bootstrap worker --context CONTEXT --json-logs`` (the
+        console script of this Python)."""
         script = shutil.which("eventseam", path=str(Path(sys.executable).parent))
         start = (
             [script] if script else [sys.executable, "-c", "from engine.cli import main; main()"]
         )
-        return [*start, "worker", "--context", context, "--json-logs"]
+        return [*start, "--app", APP_PATH, "worker", "--context", context, "--json-logs"]
 
     def worker_env(self, modes: dict[str, Mode]) -> dict[str, str]:
         """The worker's environment: the shared settings as EVENTSEAM_* variables, and ``modes``."""

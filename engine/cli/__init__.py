@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 
 import click
-from click.core import ParameterSource
 
 #: ``ctx.obj`` key: true when the command runs for an application (framework integrations, or
 #: ``--app`` given on purpose): engine.cli.app_loader.command_settings reads its settings then.
@@ -59,15 +58,16 @@ class LazyGroup(click.Group):
     "--app",
     "app_path",
     envvar="EVENTSEAM_APP",
-    default="app.bootstrap:bootstrap",
-    show_default=True,
-    help="module:function returning the application's EventSeam (its contexts and settings)",
+    default=None,
+    metavar="MODULE:FUNCTION",
+    help="The function returning the application's EventSeam (its contexts and settings); "
+    "default: $EVENTSEAM_APP. This repository's example monolith: app.bootstrap:bootstrap.",
 )
 @click.pass_context
-def main(ctx: click.Context, app_path: str) -> None:
+def main(ctx: click.Context, app_path: str | None) -> None:
     """eventseam: in-process events, a transactional outbox and a relay to Kafka."""
     ctx.ensure_object(dict)
     ctx.obj["app_path"] = app_path
-    # The database-only commands (inbox purge, erase, keys) read the settings of an application
-    # named on purpose (--app, EVENTSEAM_APP), never of the default example's.
-    ctx.obj[APP_SETTINGS] = ctx.get_parameter_source("app_path") is not ParameterSource.DEFAULT
+    # The database-only commands (db, outbox, inbox purge, erase, keys) read the settings of
+    # the application when one is named, else the environment's.
+    ctx.obj[APP_SETTINGS] = app_path is not None

@@ -23,7 +23,7 @@ from . import APP_SETTINGS
 from .options import settings_or_fail
 
 #: The message when ``eventseam --app`` names nothing.
-NO_APP = "no application: pass `eventseam --app module:function`"
+NO_APP = "no application: pass `eventseam --app module:function` or set EVENTSEAM_APP"
 
 
 class AppLoadError(Exception):

@@ -10,6 +10,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from app.bootstrap import APP_PATH
 from outbox.bundled_broker import free_port
 from tests.kafka_broker import REPO_ROOT
 
@@ -27,7 +28,8 @@ def test_worker_json_logs_hold_only_json_lines(tmp_path: Path, sqlite_url: str) 
         "EVENTSEAM_CONTEXTS__SHIPPING": "broker",
         "EVENTSEAM_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",  # nothing listens there,
     }
-    command = [sys.executable, "-c", "from engine.cli import main; main()", "worker"]
+    command = [sys.executable, "-c", "from engine.cli import main; main()"]
+    command += ["--app", APP_PATH, "worker"]
     command += ["--context", "shipping", "--json-logs"]
     with log.open("wb") as output:
         worker = subprocess.Popen(

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from sqlalchemy import create_engine
 from sqlalchemy.orm import sessionmaker
 
+from app.bootstrap import APP_PATH
 from engine.acl import AclError, kafka_acls_commands, required_acls
 from engine.cli import main
 from engine.contexts import BoundedContext, ContextMap
@@ -179,6 +180,7 @@ def test_the_readme_shows_real_output(tmp_path: Path, monkeypatch: pytest.Monkey
     command, *shown = block.strip().splitlines()
     for name in [name for name in os.environ if name.startswith("EVENTSEAM_")]:
         monkeypatch.delenv(name)
+    monkeypatch.setenv("EVENTSEAM_APP", APP_PATH)  # as the README's commands assume
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, ["acl", "--format", "kafka-acls", *shlex.split(command)])
     assert result.exit_code == 0, result.output
