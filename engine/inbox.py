@@ -279,11 +279,13 @@ def claim_many(
     Apply exactly the events whose id is returned, in the same transaction (a rollback frees
     the claims). Ids already recorded are left out, and so are ids a concurrent transaction is
     recording when it commits (this one waits for it, as ``claim`` does). An id repeated in
-    ``events`` is claimed once. PostgreSQL: one plain INSERT in a savepoint whatever the batch
-    size (three round trips); when an id was recorded before, the savepoint is rolled back and
-    ``INSERT ... ON CONFLICT DO NOTHING`` skips the recorded ones; SQLite: ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` (one ``executemany``), so a
-    pair another connection recorded meanwhile is skipped, not an IntegrityError; elsewhere
-    ``filter_new`` then ``record_many``.
+    ``events`` is claimed once.
+
+    PostgreSQL: one plain INSERT in a savepoint whatever the batch size (three round trips);
+    when an id was recorded before, the savepoint is rolled back and ``INSERT ... ON CONFLICT
+    DO NOTHING`` skips the recorded ones. SQLite: ``INSERT ... ON CONFLICT DO NOTHING
+    RETURNING`` (one ``executemany``), so a pair another connection recorded meanwhile is
+    skipped, not an IntegrityError. Elsewhere: ``filter_new`` then ``record_many``.
     """
     if not events:
         return set()

@@ -6,8 +6,8 @@ import importlib
 
 import click
 
-#: ``ctx.obj`` key: true when the command runs for an application (framework integrations, or
-#: ``--app`` given on purpose): engine.cli.app_loader.command_settings reads its settings then.
+#: ``ctx.obj`` key: true when the command runs for an application (framework integrations,
+#: ``--app``, ``EVENTSEAM_APP``): engine.cli.app_loader.command_settings reads its settings then.
 APP_SETTINGS = "app_settings"
 
 #: command name -> "module:attribute" of its click command or group.

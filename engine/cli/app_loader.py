@@ -73,10 +73,10 @@ def command_settings(ctx: click.Context) -> EventSeamSettings:
     """The settings of the application when the command runs for one, else of the environment.
 
     For the commands that need only the database and settings (``db``, ``outbox parked``,
-    ``inbox purge``, ``erase``, ``keys``): under ``flask eventseam``, ``manage.py`` or an application named on purpose
-    (``--app``, ``EVENTSEAM_APP``), that application's settings (its ``database_url``, its
-    retention windows, its master key); otherwise ``EVENTSEAM_*`` and ``eventseam.toml``. An
-    application that cannot be loaded is a ClickException.
+    ``inbox purge``, ``erase``, ``keys``): under ``flask eventseam``, ``manage.py`` or an
+    application named by ``--app`` or ``EVENTSEAM_APP``, that application's settings (its
+    ``database_url``, its retention windows, its master key); otherwise ``EVENTSEAM_*`` and
+    ``eventseam.toml``. An application that cannot be loaded is a ClickException.
     """
     if not (isinstance(ctx.obj, dict) and ctx.obj.get(APP_SETTINGS)):
         return settings_or_fail()

@@ -1,8 +1,8 @@
 """``eventseam db``: create, upgrade, inspect and downgrade the eventseam schema (outbox.migrate).
 
 The database is ``--url``, else the ``database_url`` of the settings the command runs on
-(engine.cli.app_loader.command_settings: the application's under ``flask eventseam`` or an
-``--app`` given on purpose, else ``EVENTSEAM_DATABASE_URL`` / ``eventseam.toml``).
+(engine.cli.app_loader.command_settings: the application's under ``flask eventseam`` or
+``--app``, else ``EVENTSEAM_DATABASE_URL`` / ``eventseam.toml``).
 eventseam's Alembic history has its own version table and never touches the host's.
 Exit status: 0 on success, 1 when the migration fails (the message says why).
 """

@@ -21,7 +21,8 @@ class Refusal(click.ClickException):
 
     def __init__(self, message: str, status: int = USAGE_EXIT) -> None:
         super().__init__(message)
-        self.exit_code = status  # type: ignore[misc]  # a ClassVar in click's stubs; read per instance
+        # click's stubs declare exit_code a ClassVar; click reads it from the instance
+        self.exit_code = status  # type: ignore[misc]
 
 
 def fail(message: str, status: int = USAGE_EXIT) -> NoReturn:

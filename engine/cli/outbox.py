@@ -7,8 +7,8 @@
     eventseam outbox parked discard EVENT_ID # delete for good
 
 The database is ``--url``, else the ``database_url`` of the settings the command runs on
-(engine.cli.app_loader.command_settings, as for ``eventseam db``). Exit status 1 (with a message) when
-the row is not a parked row or the database fails.
+(engine.cli.app_loader.command_settings, as for ``eventseam db``). Exit status 1 (with a
+message) when the row is not a parked row or the database fails.
 """
 
 from __future__ import annotations
