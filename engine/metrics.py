@@ -225,10 +225,8 @@ def handler_observer(handler: str, transport: str) -> Callable[[float], None]:
     def observed(seconds: float) -> None:
         nonlocal observe
         if observe is None:
-            metrics = _metrics()
-            observe = (
-                _ignore if metrics is None else metrics.handler.labels(handler, transport).observe
-            )
+            histogram = _handler_histogram(handler, transport)
+            observe = _ignore if histogram is None else histogram.observe
         observe(seconds)
 
     return observed
@@ -246,11 +244,9 @@ def handler_batch_observer(handler: str, transport: str) -> Callable[[Sequence[f
     def observed(seconds: Sequence[float]) -> None:
         nonlocal observe_all
         if observe_all is None:
-            metrics = _metrics()
+            histogram = _handler_histogram(handler, transport)
             observe_all = (
-                _ignore_all
-                if metrics is None
-                else functools.partial(_observe_all, metrics.handler.labels(handler, transport))
+                _ignore_all if histogram is None else functools.partial(_observe_all, histogram)
             )
         if seconds:
             observe_all(seconds)
@@ -258,11 +254,18 @@ def handler_batch_observer(handler: str, transport: str) -> Callable[[Sequence[f
     return observed
 
 
+def _handler_histogram(handler: str, transport: str) -> Any:
+    """The handler-duration histogram labelled ``(handler, transport)``; None without the extra."""
+    metrics = _metrics()
+    return None if metrics is None else metrics.handler.labels(handler, transport)
+
+
 def _observe_all(histogram: Any, seconds: Sequence[float]) -> None:
     """``histogram.observe(value)`` for each value, grouped by bucket.
 
-    Reads prometheus_client's histogram internals (``_upper_bounds``, ``_buckets``, ``_sum``,
-    the same in every release since 0.4); a release without them gets one ``observe`` per value.
+    Reads prometheus_client's histogram internals (``_upper_bounds``, ``_buckets``, ``_sum``:
+    the same names in every release this project supports, >= 0.21); a release without them
+    gets one ``observe`` per value.
     """
     try:
         bounds, buckets, total = histogram._upper_bounds, histogram._buckets, histogram._sum
