@@ -283,7 +283,9 @@ def claim_many(
 
     PostgreSQL: one plain INSERT in a savepoint whatever the batch size (three round trips);
     when an id was recorded before, the savepoint is rolled back and ``INSERT ... ON CONFLICT
-    DO NOTHING`` skips the recorded ones. SQLite: ``INSERT ... ON CONFLICT DO NOTHING
+    DO NOTHING`` skips the recorded ones (the server logs that duplicate-key ERROR, once per
+    redelivered batch). Each call is one subtransaction: call it once per transaction, as the
+    runner does, not dozens of times (past 64, PostgreSQL's subtransaction cache overflows). SQLite: ``INSERT ... ON CONFLICT DO NOTHING
     RETURNING`` (one ``executemany``), so a pair another connection recorded meanwhile is
     skipped, not an IntegrityError. Elsewhere: ``filter_new`` then ``record_many``.
     """
