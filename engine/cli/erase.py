@@ -36,10 +36,9 @@ database_option = click.option(
 
 
 @contextmanager
-def transaction(ctx: click.Context, database_url: str | None) -> Iterator[Connection]:
-    """One committed transaction on the eventseam database (``database_url``, else the
-    application's or the environment's setting); click errors for database failures."""
-    engine = create_engine(command_database_url(ctx, database_url))
+def transaction(database_url: str) -> Iterator[Connection]:
+    """One committed transaction on the eventseam database; click errors for database failures."""
+    engine = create_engine(database_url)
     try:
         with engine.begin() as connection:
             yield connection
@@ -64,7 +63,7 @@ def transaction(ctx: click.Context, database_url: str | None) -> Iterator[Connec
 @click.pass_context
 def erase(ctx: click.Context, subjects: tuple[str, ...], database_url: str | None) -> None:
     """Crypto-shred data subjects: their personal-data fields become unreadable everywhere."""
-    with transaction(ctx, database_url) as connection:
+    with transaction(command_database_url(ctx, database_url)) as connection:
         shredded = {subject: erase_subject(connection, subject) for subject in subjects}
     for subject, count in shredded.items():
         if count:

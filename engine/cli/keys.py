@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import click
 
-from engine.cli.app_loader import command_settings
+from engine.cli.app_loader import command_database_url, command_settings
 from engine.cli.erase import database_option, transaction
 from engine.crypto_keys import SubjectKeys, key_versions
 from engine.errors import PersonalDataError
@@ -39,11 +39,12 @@ def generate() -> None:
 @click.pass_context
 def rotate(ctx: click.Context, subject: str, database_url: str | None) -> None:
     """Add a new key version for a subject; older versions still open older values."""
+    settings = command_settings(ctx)  # the master key and the database: one load
     try:
-        subject_keys = SubjectKeys.from_settings(command_settings(ctx).personal_data)
+        subject_keys = SubjectKeys.from_settings(settings.personal_data)
     except PersonalDataError as exc:
         raise click.ClickException(str(exc)) from exc
-    with transaction(ctx, database_url) as connection:
+    with transaction(database_url or settings.database_url) as connection:
         version = subject_keys.rotate(connection, subject)
     click.echo(f"rotated {subject!r}: new values use key version {version}")
 
@@ -54,7 +55,7 @@ def rotate(ctx: click.Context, subject: str, database_url: str | None) -> None:
 @click.pass_context
 def show(ctx: click.Context, subject: str, database_url: str | None) -> None:
     """List a subject's key versions (never the keys)."""
-    with transaction(ctx, database_url) as connection:
+    with transaction(command_database_url(ctx, database_url)) as connection:
         versions = key_versions(connection, subject)
     if not versions:
         click.echo(f"{subject!r}: no keys")
