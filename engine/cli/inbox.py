@@ -5,11 +5,12 @@
     eventseam inbox purge --batch 1000       # rows per statement (default inbox.purge_batch)
 
 The runner's dead-letter marks (engine.dead_letter_marks) share the inbox's window and go with
-its rows. A running relay does this on its own (outbox.retention); the command is for deployments that run
-no relay (every context local) and for a one-off clean-up, from cron for example. Each batch
-commits on its own, so the table is never locked for long. The database is ``--url``, else the
-``database_url`` setting; the settings are the application's (``flask eventseam``,
-``manage.py eventseam_inbox``) or, without one to load, the environment's. Exit status 1 (with a message) when the database fails.
+its rows. A running relay does this on its own (outbox.retention); the command is for
+deployments that run no relay (every context local) and for a one-off clean-up, from cron for
+example. Each batch commits on its own, so the table is never locked for long. The database is
+``--url``, else the ``database_url`` setting; the settings are the application's (``flask
+eventseam``, ``manage.py eventseam_inbox``, ``--app``) or, without one, the environment's. Exit
+status 1 (with a message) when the database fails.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@
 
 ``rotate`` needs the master key, ``show`` only the database (``--database-url``, else the
 setting): both from the application's settings (``flask eventseam``, ``manage.py
-eventseam_keys``) or the environment's. Exit status: 0 on success, 1 when the database or the master
-key cannot be used. Erasure: ``eventseam erase`` (engine.cli.erase).
+eventseam_keys``, ``--app``) or the environment's. Exit status: 0 on success, 1 when the
+database or the master key cannot be used. Erasure: ``eventseam erase`` (engine.cli.erase).
 """
 
 from __future__ import annotations

@@ -12,9 +12,10 @@
 
 ``bounded_contexts`` names the BoundedContext objects (``"module:attribute"`` or
 ``"module.attribute"``; objects are accepted too); ``middlewares`` the handler middlewares the
-same way (the first one outermost; they wrap every handler call on the bus and from Kafka). When ``database_url`` is set nowhere (neither
-here, nor ``EVENTSEAM_DATABASE_URL``, nor the TOML file), it is derived from
-``DATABASES[database]``, so the relay and ``eventseam_flags`` use the very database Django writes.
+same way (the first one outermost; they wrap every handler call on the bus and from Kafka).
+When ``database_url`` is set nowhere (neither here, nor ``EVENTSEAM_DATABASE_URL``, nor the TOML
+file), it is derived from ``DATABASES[database]``, so the relay and ``eventseam_flags`` use the
+very database Django writes.
 """
 
 from __future__ import annotations
